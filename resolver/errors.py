@@ -1,0 +1,156 @@
+"""Domain errors, each carrying its HTTP meaning, and the one place they become responses.
+
+Every refusal the resolver makes is one of these classes. `register_errors` turns them into the JSON
+shape of SPEC.md (or a small HTML page for a browser navigation). Messages are fixed sentences chosen
+here, never text from an exception, a token or an upstream, so no secret can reach a body.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+
+from flask import Flask, Response, jsonify, render_template_string, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """A setting is missing or unsafe; start-up stops with this one line."""
+
+
+class ResolverError(Exception):
+    status = 500
+    code = "internal_error"
+    message = "The resolver failed; the incident was logged."
+    headers: dict[str, str] = {}
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message or self.message)
+        if message:
+            self.message = message
+        if code:
+            self.code = code
+
+    @property
+    def reason(self) -> str:
+        """The audit reason: the machine-readable code."""
+        return self.code
+
+
+class BadRequest(ResolverError):
+    status, code, message = 400, "bad_request", "The request is malformed."
+
+
+class Unauthenticated(ResolverError):
+    status, code, message = 401, "invalid_token", "A valid Flex session token is required."
+
+
+class Forbidden(ResolverError):
+    status, code, message = 403, "forbidden", "You are not allowed to open this media."
+
+
+class BadGrant(Forbidden):
+    code, message = "invalid_grant", "This media link is invalid or has expired; open it again from Flex."
+
+
+class Revoked(Forbidden):
+    code, message = "revoked", "Access to this media has been revoked."
+
+
+class NotFound(ResolverError):
+    status, code, message = 404, "not_found", "No such media link."
+
+
+class MethodNotAllowed(ResolverError):
+    status, code, message = 405, "method_not_allowed", "This method is not allowed here."
+
+
+class RangeNotSatisfiable(ResolverError):
+    status, code, message = 416, "range_not_satisfiable", "The requested range is not satisfiable."
+
+
+class RateLimited(ResolverError):
+    status, code, message = 429, "rate_limited", "Too many requests; try again shortly."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(max(1, int(retry_after)))}
+
+
+class UpstreamFailed(ResolverError):
+    status, code, message = 502, "upstream_error", "The media store failed to deliver this media."
+
+
+class Unavailable(ResolverError):
+    status, code, message = 503, "validation_unavailable", "Twilio could not confirm your session; try again."
+
+
+class UpstreamTimeout(ResolverError):
+    status, code, message = 504, "upstream_timeout", "The media store did not answer in time."
+
+
+_HTML_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{{ title }}</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.4rem}code{color:#666}</style></head>
+<body><h1>{{ title }}</h1><p>{{ message }}</p><p><code>{{ status }} {{ code }}</code></p></body></html>
+"""
+
+
+def wants_html() -> bool:
+    """A browser navigation asks for HTML first; API clients and media elements do not."""
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes[
+        "application/json"
+    ]
+
+
+def error_response(err: ResolverError, title: str | None = None) -> Response:
+    if wants_html():
+        body = render_template_string(
+            _HTML_PAGE,
+            title=title or err.message,
+            message=err.message,
+            status=err.status,
+            code=err.code,
+        )
+        resp = Response(body, status=err.status, mimetype="text/html")
+    else:
+        resp = jsonify(error={"code": err.code, "message": err.message})
+        resp.status_code = err.status
+    resp.headers.update(err.headers)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+_HTTP_MAP = {400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 416: RangeNotSatisfiable}
+
+
+def register_errors(app: Flask) -> None:
+    @app.errorhandler(ResolverError)
+    def _domain(err: ResolverError) -> Response:
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException) -> Response:
+        cls = _HTTP_MAP.get(err.code or 500)
+        if cls is None:
+            mapped = ResolverError(html.escape(err.name) + ".", code="http_error")
+            mapped.status = err.code or 500
+        else:
+            mapped = cls()
+        resp = error_response(mapped)
+        if err.code == 405 and err.response is None:
+            allow = getattr(err, "valid_methods", None)
+            if allow:
+                resp.headers["Allow"] = ", ".join(allow)
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> Response:
+        # The traceback goes to the log (which never holds request URLs with tokens), never to the client.
+        log.error("unhandled error: %s", type(err).__name__, exc_info=err)
+        return error_response(ResolverError())

@@ -1,0 +1,93 @@
+"""Media entries for `conversations.media`: the only place that decides what a link-bearing entry looks like."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import BadRequest, NotFound
+from .signing import Link, Signer
+from .sources import Source, check_key
+
+TYPES = ("VoiceRecording", "Raw", "Referenced", "ChatTranscript")
+TASK_SID = re.compile(r"WT[0-9a-f]{32}")
+CONVERSATION_SID = re.compile(r"(CH|IS)[0-9a-f]{32}")
+MAX_TITLE = 200
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    """One requested entry, as given to `resolver links`, the links API or attach."""
+
+    type: str
+    source: str = ""
+    key: str = ""
+    title: str = ""
+    channels: int | None = None
+    sid: str = ""  # ChatTranscript only
+    start_time: str = ""
+
+    @classmethod
+    def parse(cls, raw: object) -> MediaSpec:
+        if not isinstance(raw, Mapping):
+            raise BadRequest("Each media entry must be a JSON object.", code="bad_media")
+        allowed = {"type", "source", "key", "title", "channels", "sid", "start_time"}
+        if set(raw) - allowed:
+            raise BadRequest("A media entry has unknown fields.", code="bad_media")
+        values = {k: raw[k] for k in allowed if k in raw}
+        for name in ("type", "source", "key", "title", "sid", "start_time"):
+            if name in values and not isinstance(values[name], str):
+                raise BadRequest(f"The media field '{name}' must be a string.", code="bad_media")
+        channels = values.get("channels")
+        if channels is not None and channels not in (1, 2):
+            raise BadRequest("channels must be 1 or 2.", code="bad_media")
+        return cls(**values)
+
+
+def check_task_sid(task_sid: object) -> str:
+    if not isinstance(task_sid, str) or not TASK_SID.fullmatch(task_sid):
+        raise BadRequest("task_sid must be a TaskRouter task SID (WT + 32 hex digits).", code="bad_task_sid")
+    return task_sid
+
+
+def build_entry(
+    spec: MediaSpec, *, task_sid: str, sources: Mapping[str, Source], signer: Signer, public_url: str
+) -> dict:
+    """Turn a spec into a Flex media entry whose URLs are links that carry no authority."""
+    if spec.type == "Embedded":
+        raise BadRequest(
+            "Embedded media cannot be secured: an iframe inside Insights cannot carry the user's token.",
+            code="embedded_refused",
+        )
+    if spec.type not in TYPES:
+        raise BadRequest(f"type must be one of {', '.join(TYPES)}.", code="bad_media")
+    if spec.type == "ChatTranscript":
+        if not CONVERSATION_SID.fullmatch(spec.sid):
+            raise BadRequest("A ChatTranscript entry needs the conversation 'sid'.", code="bad_media")
+        return {"type": "ChatTranscript", "sid": spec.sid}
+    source = sources.get(spec.source)
+    if source is None:
+        raise NotFound("No source of that name is configured.", code="unknown_source")
+    check_key(source, spec.key)
+    if len(spec.title) > MAX_TITLE:
+        raise BadRequest("title is too long.", code="bad_media")
+    link = Link(
+        source=source.name,
+        key=spec.key,
+        type=spec.type,
+        title=spec.title,
+        task=task_sid,
+        channels=spec.channels,
+    )
+    token = signer.sign_link(link)
+    entry: dict = {"type": spec.type, "url": f"{public_url}/d/{token}"}
+    if spec.title:
+        entry["title"] = spec.title
+    if spec.type == "VoiceRecording":
+        entry["url_provider"] = f"{public_url}/p/{token}"
+        if spec.channels:
+            entry["channels"] = ["customer", "others"] if spec.channels == 2 else ["customer"]
+        if spec.start_time:
+            entry["start_time"] = spec.start_time
+    return entry

@@ -1,0 +1,120 @@
+"""Links and grants: signed, never encrypted, each kind under its own salt.
+
+* A **link** (`/d/<link>`, `/p/<link>`) names one media entry (source, key, task). It is deterministic, so
+  the same entry always gets the same link, and it carries no authority: it only says what to fetch once a
+  Flex user has been verified.
+* A **grant** (`/m/<grant>`) is what a verified user gets: bound to one link, one user and a short life
+  that never outlives the user's Flex token.
+
+Both use itsdangerous with HMAC-SHA256 and a key list (oldest first; the newest signs, all verify). The
+payload is readable by anyone who holds the URL, so it holds identifiers only: no upstream URL, no PHI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from itsdangerous import BadData, URLSafeSerializer
+
+from .errors import BadGrant, NotFound
+
+LINK_SALT = "flex-media-resolver/link/v1"
+GRANT_SALT = "flex-media-resolver/grant/v1"
+MAX_TOKEN_LENGTH = 4096
+CLOCK_SKEW = 5  # seconds another instance's clock may run ahead of ours
+
+
+@dataclass(frozen=True)
+class Link:
+    source: str
+    key: str
+    type: str
+    title: str = ""
+    task: str = ""
+    channels: int | None = None
+
+    @property
+    def id(self) -> str:
+        """A stable identifier of this entry, for revocation and audit (the key need not be logged)."""
+        raw = "\0".join([self.source, self.key, self.type, self.task, str(self.channels)])
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Grant:
+    link: str  # Link.id
+    source: str
+    key: str
+    task: str
+    identity: str
+    worker: str
+    issued_at: int
+    expires_at: int
+    channels: int | None = None
+    nonce: str = ""
+
+
+def _serializer(keys: Sequence[str], salt: str) -> URLSafeSerializer:
+    return URLSafeSerializer(
+        list(keys),
+        salt=salt,
+        signer_kwargs={"digest_method": hashlib.sha256, "key_derivation": "hmac"},
+    )
+
+
+class Signer:
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is required")
+        self._links = _serializer(keys, LINK_SALT)
+        self._grants = _serializer(keys, GRANT_SALT)
+
+    def sign_link(self, link: Link) -> str:
+        return self._links.dumps({k: v for k, v in asdict(link).items() if v not in ("", None)})
+
+    def load_link(self, token: str) -> Link:
+        """A link that does not verify is simply unknown (404), like a link to an unknown source."""
+        try:
+            data = self._load(self._links, token)
+            return Link(**data)
+        except (BadData, TypeError, ValueError) as e:
+            raise NotFound() from e
+
+    def sign_grant(
+        self, link: Link, *, identity: str, worker: str, issued_at: int, expires_at: int
+    ) -> tuple[Grant, str]:
+        grant = Grant(
+            link=link.id,
+            source=link.source,
+            key=link.key,
+            task=link.task,
+            identity=identity,
+            worker=worker,
+            issued_at=issued_at,
+            expires_at=expires_at,
+            channels=link.channels,
+            nonce=secrets.token_urlsafe(6),
+        )
+        return grant, self._grants.dumps({k: v for k, v in asdict(grant).items() if v not in ("", None)})
+
+    def load_grant(self, token: str, *, now: float) -> Grant:
+        """Verify signature and life; any failure is the same 403 (no oracle for which part was wrong)."""
+        try:
+            grant = Grant(**self._load(self._grants, token))
+        except (BadData, TypeError, ValueError) as e:
+            raise BadGrant() from e
+        if not (grant.issued_at - CLOCK_SKEW <= now < grant.expires_at):
+            raise BadGrant()
+        return grant
+
+    @staticmethod
+    def _load(serializer: URLSafeSerializer, token: str) -> dict:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise BadData("bad length")
+        data = serializer.loads(token)
+        if not isinstance(data, dict):
+            raise BadData("not an object")
+        return data

@@ -1,0 +1,172 @@
+"""Media sources from the TOML file, and the one function that turns (source, key) into an upstream URL.
+
+A key is confined to its source: it is checked against a strict alphabet, then the URL is built and parsed
+again with urllib3's parser (the one requests uses to connect) to prove it still names the source's
+scheme, host, port and path prefix (ASVS 13.1.1: the same parser for the check and the fetch).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from urllib3.util import parse_url
+
+from .errors import BadRequest, ConfigError
+
+KINDS = ("twilio-recording", "http", "redirect")
+MAX_KEY_LENGTH = 512
+KEY_CHARS = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
+RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+RECORDING_TYPES = {"mp3": ("audio/mpeg",), "wav": ("audio/wav", "audio/x-wav", "audio/wave")}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    kind: str
+    base_url: str
+    suffix: str = ""
+    content_types: tuple[str, ...] = ()
+    redirect_hosts: tuple[str, ...] = ()
+    # ("bearer", token) or ("basic", user, password); never printed
+    auth: tuple[str, ...] | None = field(default=None, repr=False)
+
+    @property
+    def mode(self) -> str:
+        return "redirect" if self.kind == "redirect" else "stream"
+
+
+def check_key(source: Source, key: object) -> str:
+    """Return the key if it may be used with this source, else raise BadRequest."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise BadRequest("The media key is missing or too long.", code="bad_key")
+    if source.kind == "twilio-recording":
+        if not RECORDING_SID.fullmatch(key):
+            raise BadRequest("A twilio-recording key is a recording SID (RE + 32 hex digits).", code="bad_key")
+        return key
+    segments = key.split("/")
+    if not KEY_CHARS.fullmatch(key) or any(s in (".", "..") for s in segments):
+        raise BadRequest(
+            "A media key may use letters, digits, '.', '_', '~', '-' and '/' between names.", code="bad_key"
+        )
+    return key
+
+
+def upstream_url(source: Source, key: str, *, channels: int | None = None) -> str:
+    """Build the URL for `key`, proving with the fetching parser that it stays under base_url."""
+    check_key(source, key)
+    url = source.base_url + quote(key, safe="/") + source.suffix
+    if source.kind == "twilio-recording" and channels == 2:
+        url += "?RequestedChannels=2"
+    base, built = parse_url(source.base_url), parse_url(url)
+    if (built.scheme, built.host, built.port) != (base.scheme, base.host, base.port) or not (
+        built.path or ""
+    ).startswith(base.path or "/"):
+        raise BadRequest("The media key leaves its source.", code="bad_key")
+    if built.auth or built.fragment:
+        raise BadRequest("The media key leaves its source.", code="bad_key")
+    return url
+
+
+def _check_base_url(name: str, url: object) -> str:
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"sources.{name}: base_url is required")
+    try:
+        parts = parse_url(url)
+    except ValueError as e:
+        raise ConfigError(f"sources.{name}: base_url is not a valid URL") from e
+    loopback = parts.host in LOOPBACK_HOSTS
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ConfigError(f"sources.{name}: base_url must be https:// (http:// only on a loopback host)")
+    if not parts.host or parts.auth or parts.query or parts.fragment:
+        raise ConfigError(f"sources.{name}: base_url must have a host and no credentials, query or fragment")
+    return url if url.endswith("/") else url + "/"
+
+
+def _env_secret(env: Mapping[str, str], name: str, spec: Mapping[str, object], field_name: str) -> str:
+    var = spec.get(field_name)
+    if not isinstance(var, str) or not var:
+        raise ConfigError(f"sources.{name}: auth.{field_name} must name an environment variable")
+    value = env.get(var, "")
+    if not value:
+        raise ConfigError(f"sources.{name}: environment variable {var} (auth.{field_name}) is not set")
+    return value
+
+
+def _auth(env: Mapping[str, str], name: str, spec: object) -> tuple[str, ...] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"sources.{name}: auth must be a table")
+    if spec.get("type") == "bearer":
+        return ("bearer", _env_secret(env, name, spec, "token_env"))
+    if spec.get("type") == "basic":
+        return ("basic", _env_secret(env, name, spec, "user_env"), _env_secret(env, name, spec, "password_env"))
+    raise ConfigError(f"sources.{name}: auth.type must be 'bearer' or 'basic'")
+
+
+def _str_list(name: str, raw: Mapping[str, object], key: str) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"sources.{name}: {key} must be a list of strings")
+    return tuple(v.lower() for v in value)
+
+
+def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContext) -> Source:
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"sources.{name}: a source name is lower-case letters, digits, '-' and '_'")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sources.{name} must be a table")
+    kind = raw.get("kind")
+    if kind == "twilio-recording":
+        fmt = raw.get("format", "mp3")
+        if fmt not in RECORDING_TYPES:
+            raise ConfigError(f"sources.{name}: format must be 'mp3' or 'wav'")
+        return Source(
+            name=name,
+            kind=kind,
+            base_url=f"{twilio.api_url}/2010-04-01/Accounts/{twilio.account_sid}/Recordings/",
+            suffix=f".{fmt}",
+            content_types=RECORDING_TYPES[fmt],
+            auth=("basic", *twilio.auth),
+        )
+    if kind == "http":
+        return Source(
+            name=name,
+            kind=kind,
+            base_url=_check_base_url(name, raw.get("base_url")),
+            content_types=_str_list(name, raw, "content_types"),
+            redirect_hosts=_str_list(name, raw, "redirect_hosts"),
+            auth=_auth(env, name, raw.get("auth")),
+        )
+    if kind == "redirect":
+        return Source(name=name, kind=kind, base_url=_check_base_url(name, raw.get("base_url")))
+    raise ConfigError(f"sources.{name}: kind must be one of {', '.join(KINDS)}")
+
+
+@dataclass(frozen=True)
+class TwilioContext:
+    api_url: str
+    account_sid: str
+    auth: tuple[str, str] = field(repr=False)
+
+
+def load_sources(path: str, env: Mapping[str, str], twilio: TwilioContext) -> dict[str, Source]:
+    """Parse the sources file; any problem is one ConfigError line naming the file or the source."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"RESOLVER_SOURCES: cannot read {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"RESOLVER_SOURCES: {path} is not valid TOML: {e}") from e
+    table = data.get("sources")
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"RESOLVER_SOURCES: {path} defines no [sources.NAME] table")
+    return {name: _source(name, raw, env, twilio) for name, raw in table.items()}
