@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .audit import audit
 from .basic import keygen, links
 
 
@@ -12,5 +13,6 @@ def main() -> None:
     """flex-media-resolver: secure Flex Insights media links."""
 
 
+main.add_command(audit)
 main.add_command(keygen)
 main.add_command(links)

@@ -1,0 +1,297 @@
+"""The audit trail: who got which media, one JSON object per line, hash-chained so edits show.
+
+Writing. `AuditLog.open(target)` appends to a file (`O_APPEND`, one `write()` per line, so several
+gunicorn workers can share it) or to stdout (`-`). `record(event, **fields)` accepts only the field names
+in `FIELDS` (policy as data): anything else is dropped, text is bounded and checked against its pattern,
+and a value shaped like a token (a JWT, a signed link or grant) or containing a configured secret is
+replaced by `[redacted]`, so no code path can put a secret in the trail. JSON escaping with
+`ensure_ascii` keeps every record on one line whatever the input holds.
+
+Tamper evidence. Every process gets its own chain: a random `writer` id, a `seq` counting from 0, `prev`
+(the hash of that writer's previous record) and `hash` (SHA-256 over the canonical JSON of the record
+without `hash`). Deleting, editing, duplicating or reordering a line breaks the chain, and
+`audit_trail.verify` names the file and line. A chain starts with a `chain_start` record and, on clean
+exit, ends with `chain_end`.
+
+What a hash chain cannot show (no key is involved, on purpose: a key on the same box protects nothing):
+someone who can rewrite the file can rebuild a writer's chain from the edited record onward, and can cut
+off a chain's tail or delete a whole chain of a writer. A missing `chain_end` is reported as an open
+chain (still running, crashed, or truncated). The real defence is to ship the lines off the box as they
+are written (stdout to the platform's log drain, or a forwarder tailing the file) and verify there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+REDACTED = "[redacted]"
+INVALID = "[invalid]"
+TRUNCATED = "...[truncated]"
+
+
+@dataclass(frozen=True)
+class Field:
+    """What one audit field may hold: its type and, for text, a length bound and a pattern."""
+
+    kind: type
+    max_len: int = 256
+    pattern: str | None = None
+
+    def clean(self, value: object) -> object:
+        if self.kind is bool:
+            return bool(value) if isinstance(value, bool) else INVALID
+        if self.kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            return value if ok else INVALID
+        if isinstance(value, list | tuple | set | frozenset):
+            value = ",".join(sorted(str(v) for v in value))
+        text = value if isinstance(value, str) else str(value)
+        if len(text) > self.max_len:
+            text = text[: self.max_len] + TRUNCATED
+        if self.pattern and not re.fullmatch(self.pattern, text):
+            return INVALID
+        return text
+
+
+_WORD = r"[a-z0-9_]{1,40}"
+_SID = r"{}[0-9a-f]{{32}}"
+
+# The only names a record may carry besides the writer's own (time and the chain fields).
+FIELDS: dict[str, Field] = {
+    "event": Field(str, 40, _WORD),
+    "outcome": Field(str, 32, _WORD),  # allowed, denied, served, redirected, refused, issued, ...
+    "reason": Field(str, 64, _WORD),  # the error code of a refusal (errors.ResolverError.code)
+    "request_id": Field(str, 64, r"[A-Za-z0-9._-]{1,64}"),
+    "identity": Field(str, 256),  # the Flex identity, as Twilio's IAM reported it
+    "worker_sid": Field(str, 34, _SID.format("WK")),
+    "task_sid": Field(str, 34, _SID.format("WT")),
+    "roles": Field(str, 128),  # comma-separated Flex roles
+    "source": Field(str, 64),
+    "key": Field(str, 512),  # the media key within its source (no URL, no credentials)
+    "link": Field(str, 32, r"[0-9a-f]{1,32}"),  # signing.Link.id
+    "type": Field(str, 32),
+    "mode": Field(str, 16, _WORD),
+    "method": Field(str, 8, r"[A-Z]{1,8}"),
+    "status": Field(int),
+    "bytes": Field(int),
+    "range": Field(str, 128),
+    "duration_ms": Field(int),
+    "complete": Field(bool),
+    "client": Field(str, 64),  # the client address as the proxy chain reports it
+    "count": Field(int),
+    "revoked": Field(str, 16, _WORD),  # the kind of a revocation: link, grant, identity, before
+    "pid": Field(int),
+    "parent": Field(str, 32, r"[0-9a-f]{1,32}"),
+    "records": Field(int),
+    "dropped": Field(str, 256),
+}
+WRITER_FIELDS = ("time", "writer", "seq", "prev", "hash")
+
+# What each event means (documentation for reviewers; the writer accepts any `_WORD` event name).
+EVENTS: dict[str, str] = {
+    "link_issued": "a drilldown/provider link was signed for one media entry",
+    "task_attached": "media entries were written into a TaskRouter task",
+    "link_opened": "a drilldown link was opened outside Flex (refused with 401)",
+    "resolve": "a Flex user asked for a grant: outcome allowed or denied, with the reason",
+    "grant_served": "media streamed: status, bytes, range, duration, complete or aborted",
+    "grant_redirected": "a grant redirected to an allowlisted external system",
+    "grant_refused": "a grant was refused: bad, expired, revoked, rate limited, upstream failure",
+    "revocation": "a link, grant, identity or everything-before-a-time was revoked",
+    "chain_start": "a writer (one process) began its chain",
+    "chain_end": "a writer closed its chain cleanly; `records` counts the records before it",
+}
+CHAIN_EVENTS = frozenset({"chain_start", "chain_end"})
+
+# Bearer material has a shape: JWTs (Flex tokens) and itsdangerous links/grants are dot-separated base64url
+# runs, the payload usually starting with base64 JSON ("eyJ"), the last part a long signature. Text is split
+# on other characters first (linear time, no regex backtracking on hostile input).
+NOT_TOKEN_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def token_shaped(text: str) -> bool:
+    for run in NOT_TOKEN_CHARS.split(text):
+        parts = [p for p in run.split(".") if p]
+        if len(parts) < 2:
+            continue
+        if any("eyJ" in p for p in parts[:-1]) or (len(parts[-1]) >= 20 and max(map(len, parts[:-1])) >= 16):
+            return True
+    return False
+
+
+MIN_SECRET_LENGTH = 8
+
+
+class AuditError(Exception):
+    """The record could not be written; the caller must not hand out media it cannot account for."""
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    """The bytes that are hashed: sorted keys, no spaces, ASCII only, without the `hash` field."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Sink:
+    """One `write()` per line on a file descriptor, or a text stream when there is no descriptor."""
+
+    def __init__(self, fd: int | None, stream: IO[str] | None, owned: bool) -> None:
+        self.fd, self.stream, self.owned = fd, stream, owned
+
+    def write(self, line: bytes) -> None:
+        if self.fd is None:
+            assert self.stream is not None  # noqa: S101 - one of the two is always set
+            self.stream.write(line.decode("ascii"))
+            self.stream.flush()
+            return
+        view = memoryview(line)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        if self.owned and self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+_WRITERS: weakref.WeakSet[AuditLog] = weakref.WeakSet()
+
+
+class AuditLog:
+    """A thread- and fork-safe writer of one hash chain per process."""
+
+    def __init__(
+        self, sink: _Sink, *, secrets: Iterable[str] = (), clock: Callable[[], str] = utc_now
+    ) -> None:
+        self._sink = sink
+        self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len))
+        self._clock = clock
+        self._new_chain(parent=None)
+        self._closed = False
+        _WRITERS.add(self)
+        atexit.register(_close_quietly, weakref.ref(self))
+
+    @classmethod
+    def open(
+        cls, target: str, *, secrets: Iterable[str] = (), clock: Callable[[], str] = utc_now
+    ) -> AuditLog:
+        """`-` is stdout; anything else a file opened for appending (created 0600)."""
+        if target == "-":
+            try:
+                sink = _Sink(sys.stdout.fileno(), None, owned=False)
+            except (AttributeError, OSError, ValueError):  # a replaced stdout (tests, notebooks)
+                sink = _Sink(None, sys.stdout, owned=False)
+        else:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+            sink = _Sink(os.open(target, flags, 0o600), None, owned=True)
+        return cls(sink, secrets=secrets, clock=clock)
+
+    @property
+    def writer(self) -> str:
+        return self._writer
+
+    def _new_chain(self, parent: str | None) -> None:
+        self._lock = threading.Lock()
+        self._writer = secrets.token_hex(8)
+        self._seq = 0
+        self._prev = GENESIS
+        self._parent = parent
+
+    def _after_fork(self) -> None:
+        """A child continues nothing of its parent's chain: a new writer id, seq 0, a fresh lock."""
+        self._new_chain(parent=self._writer)
+
+    def record(self, event: str, **fields: object) -> dict[str, Any]:
+        """Write one record and return it (as written). Raises AuditError when it cannot be written."""
+        with self._lock:
+            if self._closed:
+                raise AuditError("the audit log is closed")
+            if self._seq == 0:
+                start: dict[str, object] = {"pid": os.getpid()}
+                if self._parent:
+                    start["parent"] = self._parent
+                self._write("chain_start", start)
+            return self._write(event, fields)
+
+    def close(self) -> None:
+        """End the chain with `chain_end` (so a cut tail shows) and release the file."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._seq > 0:
+                self._write("chain_end", {"records": self._seq})
+            self._closed = True
+            self._sink.close()
+
+    def _write(self, event: str, fields: dict[str, object]) -> dict[str, Any]:
+        rec: dict[str, Any] = {"time": self._clock(), "event": FIELDS["event"].clean(event)}
+        dropped = []
+        for name, value in fields.items():
+            spec = FIELDS.get(name)
+            if spec is None or name in ("event", "dropped"):
+                dropped.append(name if re.fullmatch(_WORD, name) else "?")
+                continue
+            if value is None:
+                continue
+            rec[name] = REDACTED if self._is_secret(value) else spec.clean(value)
+        if dropped:
+            log.warning("audit: dropped fields not in the allowlist: %s", ",".join(dropped))
+            rec["dropped"] = ",".join(dropped)
+        rec.update(writer=self._writer, seq=self._seq, prev=self._prev)
+        rec["hash"] = record_hash(rec)
+        line = json.dumps(rec, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+        try:
+            self._sink.write(line)
+        except (OSError, ValueError) as e:
+            raise AuditError("the audit record could not be written") from e
+        self._seq += 1
+        self._prev = rec["hash"]
+        return rec
+
+    def _is_secret(self, value: object) -> bool:
+        """Checked on the whole value, before truncation could cut a token's shape off."""
+        if isinstance(value, bool | int):
+            return False
+        text = value if isinstance(value, str) else str(value)
+        return any(s in text for s in self._secrets) or token_shaped(text)
+
+
+def _close_quietly(ref: weakref.ref[AuditLog]) -> None:
+    writer = ref()
+    if writer is not None:
+        try:
+            writer.close()
+        except (AuditError, OSError):
+            pass
+
+
+def _reset_after_fork() -> None:
+    for writer in list(_WRITERS):
+        writer._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

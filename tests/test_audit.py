@@ -1,0 +1,142 @@
+"""The audit writer: records, the field allowlist, redaction of secrets, injection, write failures."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from resolver import audit, audit_trail
+from resolver.audit import AuditError, AuditLog
+from resolver.signing import Link, Signer
+
+WK = "WK" + "a" * 32
+WT = "WT" + "b" * 32
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_record_has_time_event_and_chain_fields(tmp_path):
+    log = AuditLog.open(str(tmp_path / "a.log"))
+    rec = log.record("resolve", outcome="allowed", identity="alice", worker_sid=WK, task_sid=WT)
+    assert rec["time"].endswith("Z") and datetime.fromisoformat(rec["time"].replace("Z", "+00:00")).tzinfo
+    assert rec["event"] == "resolve" and rec["seq"] == 1 and rec["writer"] == log.writer
+    assert rec["hash"] == audit.record_hash(rec)
+    written = [json.loads(x) for x in lines(tmp_path / "a.log")]
+    assert [r["event"] for r in written] == ["chain_start", "resolve"]
+    assert written[0]["pid"] == os.getpid() and written[1]["prev"] == written[0]["hash"]
+
+
+def test_file_is_created_private(tmp_path):
+    AuditLog.open(str(tmp_path / "a.log")).record("resolve")
+    assert (tmp_path / "a.log").stat().st_mode & 0o077 == 0
+
+
+def test_unknown_fields_are_dropped_not_written(tmp_path):
+    log = AuditLog.open(str(tmp_path / "a.log"))
+    rec = log.record("resolve", identity="alice", token="eyJsecret", authorization="Bearer xyz",
+                     **{"Bad Name": 1})
+    assert "token" not in rec and "authorization" not in rec and "Bad Name" not in rec
+    assert rec["dropped"] == "token,authorization,?"
+    text = (tmp_path / "a.log").read_text()
+    assert "eyJsecret" not in text and "xyz" not in text
+
+
+def test_chain_fields_cannot_be_forged_by_callers(tmp_path):
+    log = AuditLog.open(str(tmp_path / "a.log"))
+    rec = log.record("resolve", seq=99, hash="0", writer="evil", prev="x", time="1999")
+    assert rec["seq"] == 1 and rec["writer"] == log.writer and rec["time"] != "1999"
+    assert audit_trail.verify([str(tmp_path / "a.log")]).ok
+
+
+@pytest.mark.parametrize("name,value,expected", [
+    ("worker_sid", "WK123", audit.INVALID),
+    ("task_sid", WT + "\n", audit.INVALID),
+    ("bytes", "12", audit.INVALID),
+    ("bytes", True, audit.INVALID),
+    ("complete", 1, audit.INVALID),
+    ("reason", "Invalid Token!", audit.INVALID),
+    ("method", "GET", "GET"),
+    ("roles", ("supervisor", "admin"), "admin,supervisor"),
+])
+def test_fields_are_checked_against_their_spec(tmp_path, name, value, expected):
+    rec = AuditLog.open(str(tmp_path / "a.log")).record("resolve", **{name: value})
+    assert rec[name] == expected
+
+
+def test_token_shaped_and_configured_secrets_are_redacted(tmp_path):
+    signer = Signer(["k" * 40])
+    link = signer.sign_link(Link(source="recordings", key="RE1", type="VoiceRecording", task=WT))
+    _, grant = signer.sign_grant(Link(source="recordings", key="RE1", type="VoiceRecording"),
+                                 identity="alice", worker=WK, issued_at=1, expires_at=2)
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
+    log = AuditLog.open(str(tmp_path / "a.log"), secrets=["upstream-password-123", "short"])
+    rec = log.record("resolve", identity=jwt, key=f"/m/{grant}", source=link,
+                     reason="x", client="pw=upstream-password-123", range="short")
+    assert rec["identity"] == rec["key"] == rec["source"] == rec["client"] == audit.REDACTED
+    assert rec["range"] == "short"  # secrets shorter than MIN_SECRET_LENGTH are not matched
+    text = (tmp_path / "a.log").read_text()
+    for secret in (jwt, grant, link, "upstream-password-123"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("evil", [
+    'alice"}\n{"event":"resolve","outcome":"allowed"',
+    "alice\r\nforged line",
+    "alice\x00\x1b[31mred\x7f",
+    "alice\u2028\u2029\u0085next",
+    "x" * 1_000_000,
+])
+def test_injection_stays_on_one_bounded_line(tmp_path, evil):
+    log = AuditLog.open(str(tmp_path / "a.log"))
+    log.record("resolve", identity=evil, key=evil, outcome="denied", reason="forbidden")
+    raw = (tmp_path / "a.log").read_bytes()
+    assert raw.count(b"\n") == 2 and raw.isascii()
+    rec = json.loads(raw.splitlines()[1])
+    assert rec["outcome"] == "denied" and len(rec["identity"]) <= 256 + len(audit.TRUNCATED)
+    assert evil.startswith(rec["identity"].removesuffix(audit.TRUNCATED))
+    assert len(raw) < 4096
+    assert audit_trail.verify([str(tmp_path / "a.log")]).ok
+
+
+def test_write_failure_raises_and_keeps_the_chain(tmp_path):
+    log = AuditLog.open("/dev/full")
+    with pytest.raises(AuditError):
+        log.record("resolve")
+    assert log._seq == 0
+
+
+def test_closed_log_refuses_records(tmp_path):
+    log = AuditLog.open(str(tmp_path / "a.log"))
+    log.record("resolve")
+    log.close()
+    with pytest.raises(AuditError):
+        log.record("resolve")
+    assert json.loads(lines(tmp_path / "a.log")[-1]) | {"event": "chain_end", "records": 2} == json.loads(
+        lines(tmp_path / "a.log")[-1])
+
+
+@pytest.mark.parametrize("text,shaped", [
+    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl", True),
+    ("see /m/eyJsb25nIjoxfQ.QpZ_1c2lnbmF0dXJlc2ln?x=1", True),
+    (".eJyrVirOLy1KTlWyUipKTc4vSsnMSy9W0lHKTq0ECgW5GgLZ.Zm9vYmFyYmF6cXV4cXV1eHF1dXg", True),
+    ("alice.smith@example.com", False),
+    ("recordings/2026-01-01-call-recording.mp3", False),
+    ("RE" + "a" * 32, False),
+    ("203.0.113.9", False),
+])
+def test_token_shapes(text, shaped):
+    assert audit.token_shaped(text) is shaped
+
+
+def test_hostile_long_values_are_checked_in_linear_time():
+    import time
+    for evil in ("eyJ" * 400_000, "a" * 1_000_000 + ".", ("a" * 30 + ".") * 30_000):
+        started = time.perf_counter()
+        audit.token_shaped(evil)
+        assert time.perf_counter() - started < 1.0
