@@ -6,6 +6,7 @@ import click
 
 from .audit import audit
 from .basic import keygen, links
+from .check import check
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,5 +15,6 @@ def main() -> None:
 
 
 main.add_command(audit)
+main.add_command(check)
 main.add_command(keygen)
 main.add_command(links)

@@ -1,0 +1,182 @@
+"""Pre-flight checks for operators: configuration, shared store, audit log, Twilio and every source.
+
+Each check returns `Result`s with a level (ok, warn, fail), what was found and what to do about it. The
+texts are written here from fixed phrases and public facts (host names, status codes), never from an
+exception's text or a response body, so a report cannot echo a credential.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+
+from .config import Settings
+from .sources import Source
+from .store import StoreError, open_store
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+DUMMY_TOKEN = "resolver-check-not-a-token"  # noqa: S105 - a deliberately invalid token
+
+
+@dataclass(frozen=True)
+class Result:
+    level: str
+    name: str
+    detail: str
+    fix: str = ""
+
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxies or .netrc from the environment: check what the app will do
+    return session
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _network_problem(name: str, url: str, err: requests.RequestException, fix: str) -> Result:
+    host = _where(url)
+    if isinstance(err, requests.exceptions.SSLError):
+        return Result(FAIL, name, f"TLS: the certificate of {host} is not valid for it or not trusted",
+                      "use a certificate from a public CA that names this host (or fix the clock)")
+    if isinstance(err, requests.Timeout):
+        return Result(FAIL, name, f"{host} did not answer in time", fix)
+    return Result(FAIL, name, f"cannot connect to {host}", fix)
+
+
+def check_dns(name: str, url: str) -> Result | None:
+    """None when the host resolves; a FAIL naming the host when it does not."""
+    parts = urlsplit(url)
+    try:
+        socket.getaddrinfo(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    except (OSError, UnicodeError):
+        return Result(FAIL, name, f"DNS: cannot resolve {parts.hostname}",
+                      "check the host name in the URL and this machine's DNS")
+    return None
+
+
+def check_store(settings: Settings) -> Result:
+    kind = settings.store_url.split(":", 1)[0]
+    try:
+        open_store(settings.store_url).ping()
+    except (StoreError, OSError, ValueError):
+        return Result(FAIL, "store", f"the {kind} store does not answer",
+                      "check RESOLVER_STORE (sqlite:///PATH writable, or a reachable redis://HOST:PORT/DB)")
+    return Result(OK, "store", f"the {kind} store answers")
+
+
+def check_audit_log(settings: Settings) -> Result:
+    target = settings.audit_log
+    if target == "-":
+        return Result(OK, "audit log", "audit records go to stdout (ship them off the box with the logs)")
+    directory = os.path.dirname(os.path.abspath(target))
+    writable = os.access(target, os.W_OK) if os.path.exists(target) else os.access(directory, os.W_OK)
+    if not writable:
+        return Result(FAIL, "audit log", f"cannot append to {target}",
+                      "make RESOLVER_AUDIT_LOG a writable file path (the directory must exist), or '-'")
+    return Result(OK, "audit log", f"audit records go to {target}")
+
+
+def check_iam(settings: Settings, http: requests.Session, timeout: float) -> Result:
+    """Validate a dummy token: an answer of valid=false proves reachability and accepted credentials."""
+    name = "twilio iam"
+    url = f"{settings.iam_url}/v1/Accounts/{settings.account_sid}/Tokens/validate"
+    creds_fix = ("check TWILIO_AUTH_TOKEN (or TWILIO_API_KEY/TWILIO_API_SECRET) and that they belong to "
+                 "TWILIO_ACCOUNT_SID")
+    problem = check_dns(name, url)
+    if problem:
+        return problem
+    try:
+        resp = http.post(url, json={"token": DUMMY_TOKEN}, auth=settings.twilio_auth, timeout=timeout,
+                         allow_redirects=False)
+    except requests.RequestException as e:
+        return _network_problem(name, url, e, "check TWILIO_IAM_URL and outbound HTTPS to it")
+    if resp.status_code in (401, 403):
+        return Result(FAIL, name, f"Twilio rejected the credentials ({resp.status_code})", creds_fix)
+    if resp.status_code == 404:
+        return Result(FAIL, name, "Twilio does not know this account with these credentials (404)", creds_fix)
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = None
+    if resp.status_code != 200 or not isinstance(answer, dict) or "valid" not in answer:
+        return Result(FAIL, name, f"token validation answered {resp.status_code} without a verdict",
+                      "check TWILIO_IAM_URL points at Twilio's IAM API")
+    return Result(OK, name, "token validation reached; the credentials were accepted")
+
+
+def _probe(
+    http: requests.Session, url: str, auth: tuple[str, ...] | None, timeout: float
+) -> requests.Response:
+    headers, basic = {}, None
+    if auth and auth[0] == "bearer":
+        headers["Authorization"] = f"Bearer {auth[1]}"
+    elif auth and auth[0] == "basic":
+        basic = (auth[1], auth[2])
+    resp = http.head(url, headers=headers, auth=basic, timeout=timeout, allow_redirects=False)
+    if resp.status_code in (405, 501):  # HEAD not supported: ask for the first byte instead
+        resp = http.get(url, headers={**headers, "Range": "bytes=0-0"}, auth=basic, timeout=timeout,
+                        allow_redirects=False, stream=True)
+        resp.close()
+    return resp
+
+
+def check_source(source: Source, settings: Settings, http: requests.Session, timeout: float) -> Result:
+    name = f"source {source.name}"
+    url = source.base_url
+    if source.kind == "twilio-recording":
+        url = f"{settings.api_url}/2010-04-01/Accounts/{settings.account_sid}/Recordings.json?PageSize=1"
+    fix = f"check base_url of sources.{source.name} and outbound HTTPS to it"
+    if source.kind == "twilio-recording":
+        fix = "check TWILIO_API_URL and outbound HTTPS to it"
+    problem = check_dns(name, url)
+    if problem:
+        return problem
+    try:
+        status = _probe(http, url, source.auth, timeout).status_code
+    except requests.RequestException as e:
+        return _network_problem(name, url, e, fix)
+    where = _where(url)
+    if source.kind == "redirect":
+        level = FAIL if status >= 500 else OK
+        return Result(level, name, f"{where} answers ({status}); users log in there themselves",
+                      fix if level == FAIL else "")
+    if status in (401, 403):
+        fix = (f"check the auth settings of sources.{source.name} (the variables they name)" if source.auth
+               else f"add auth to sources.{source.name}")
+        if source.kind == "twilio-recording":
+            fix = "check TWILIO_AUTH_TOKEN or TWILIO_API_KEY/TWILIO_API_SECRET"
+        return Result(FAIL, name, f"{where} refused the credentials ({status})", fix)
+    if status >= 500:
+        return Result(FAIL, name, f"{where} failed ({status})", fix)
+    if status == 404 and source.kind == "http":
+        return Result(WARN, name, f"{where} answered 404 for base_url (normal for stores without a listing)",
+                      "check base_url if media cannot be fetched")
+    if status >= 400:
+        return Result(FAIL, name, f"{where} answered {status}", fix)
+    return Result(OK, name, f"{where} answers ({status}) with the configured credentials")
+
+
+def run_checks(settings: Settings, *, timeout: float = 5.0,
+               http: requests.Session | None = None) -> Iterator[Result]:
+    """Every check, in the order an operator would fix them."""
+    http = http or new_session()
+    steps: list[Callable[[], Result]] = [
+        lambda: check_store(settings),
+        lambda: check_audit_log(settings),
+        lambda: check_iam(settings, http, timeout),
+    ]
+    steps += [lambda s=s: check_source(s, settings, http, timeout) for s in settings.sources.values()]
+    if not settings.sources:
+        steps.append(lambda: Result(WARN, "sources", "no sources configured: no media can be served",
+                                    "set RESOLVER_SOURCES to a sources file (TOML)"))
+    for step in steps:
+        yield step()
