@@ -37,10 +37,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from . import redact
+
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
-REDACTED = "[redacted]"
+REDACTED = redact.REDACTED
 INVALID = "[invalid]"
 TRUNCATED = "...[truncated]"
 
@@ -72,30 +74,36 @@ class Field:
 _WORD = r"[a-z0-9_]{1,40}"
 _SID = r"{}[0-9a-f]{{32}}"
 
-# The only names a record may carry besides the writer's own (time and the chain fields).
+# The only names a record may carry besides the writer's own (time and the chain fields). A new field is
+# added here, with its bound, or it is dropped: that is what keeps tokens and credentials out.
 FIELDS: dict[str, Field] = {
     "event": Field(str, 40, _WORD),
-    "outcome": Field(str, 32, _WORD),  # allowed, denied, served, redirected, refused, issued, ...
-    "reason": Field(str, 64, _WORD),  # the error code of a refusal (errors.ResolverError.code)
+    "outcome": Field(str, 32, _WORD),  # issued, allowed, denied, served, redirected, refused, attached, ...
+    "reason": Field(str, 64, r"[a-z0-9_]{0,40}"),  # the error code of a refusal (errors.ResolverError.code)
+    "via": Field(str, 16, _WORD),  # resolve (the Flex plugin) or provider (the Insights player)
     "request_id": Field(str, 64, r"[A-Za-z0-9._-]{1,64}"),
     "identity": Field(str, 256),  # the Flex identity, as Twilio's IAM reported it
     "worker_sid": Field(str, 34, _SID.format("WK")),
-    "task_sid": Field(str, 34, _SID.format("WT")),
     "roles": Field(str, 128),  # comma-separated Flex roles
+    "task_sid": Field(str, 34, _SID.format("WT")),
+    "workspace_sid": Field(str, 34, _SID.format("WS")),
     "source": Field(str, 64),
     "key": Field(str, 512),  # the media key within its source (no URL, no credentials)
-    "link": Field(str, 32, r"[0-9a-f]{1,32}"),  # signing.Link.id
-    "type": Field(str, 32),
+    "media_type": Field(str, 32),
+    "link_id": Field(str, 32, r"[0-9a-f]{1,32}"),  # signing.Link.id
+    "grant_id": Field(str, 16, r"[A-Za-z0-9_-]{1,16}"),  # signing.Grant.nonce: ties a grant to its resolve
+    "expires_at": Field(int),  # of the grant, Unix seconds
     "mode": Field(str, 16, _WORD),
     "method": Field(str, 8, r"[A-Z]{1,8}"),
     "status": Field(int),
     "bytes": Field(int),
     "range": Field(str, 128),
     "duration_ms": Field(int),
-    "complete": Field(bool),
-    "client": Field(str, 64),  # the client address as the proxy chain reports it
+    "complete": Field(bool),  # false: the stream was aborted (client gone, upstream failed mid-way)
+    "client": Field(str, 64),  # the client address as the trusted proxy chain reports it
     "count": Field(int),
-    "revoked": Field(str, 16, _WORD),  # the kind of a revocation: link, grant, identity, before
+    "kind": Field(str, 16, _WORD),  # what a revocation covers: link, task, subject, before
+    "before": Field(int),  # a revocation of everything issued before this Unix time
     "pid": Field(int),
     "parent": Field(str, 32, r"[0-9a-f]{1,32}"),
     "records": Field(int),
@@ -103,36 +111,18 @@ FIELDS: dict[str, Field] = {
 }
 WRITER_FIELDS = ("time", "writer", "seq", "prev", "hash")
 
-# What each event means (documentation for reviewers; the writer accepts any `_WORD` event name).
+# The events and their outcomes (documentation for reviewers; the writer accepts any `_WORD` event name).
 EVENTS: dict[str, str] = {
-    "link_issued": "a drilldown/provider link was signed for one media entry",
-    "task_attached": "media entries were written into a TaskRouter task",
-    "link_opened": "a drilldown link was opened outside Flex (refused with 401)",
-    "resolve": "a Flex user asked for a grant: outcome allowed or denied, with the reason",
-    "grant_served": "media streamed: status, bytes, range, duration, complete or aborted",
-    "grant_redirected": "a grant redirected to an allowlisted external system",
-    "grant_refused": "a grant was refused: bad, expired, revoked, rate limited, upstream failure",
-    "revocation": "a link, grant, identity or everything-before-a-time was revoked",
-    "chain_start": "a writer (one process) began its chain",
+    "link": "a link for one media entry: issued or refused (POST /api/v1/links, resolver links/attach)",
+    "attach": "media entries written into a TaskRouter task: attached or refused",
+    "drilldown": "a drilldown link opened outside Flex: refused (401 page), never served",
+    "resolve": "a Flex user asked for a grant (via resolve or provider): allowed or denied, with the reason",
+    "grant": "a grant used: served (status, bytes, range, duration, complete), redirected or refused",
+    "revoke": "a link, task, subject or everything-before-a-time revoked",
+    "chain_start": "a writer (one process) began its chain; pid, and parent when forked",
     "chain_end": "a writer closed its chain cleanly; `records` counts the records before it",
 }
 CHAIN_EVENTS = frozenset({"chain_start", "chain_end"})
-
-# Bearer material has a shape: JWTs (Flex tokens) and itsdangerous links/grants are dot-separated base64url
-# runs, the payload usually starting with base64 JSON ("eyJ"), the last part a long signature. Text is split
-# on other characters first (linear time, no regex backtracking on hostile input).
-NOT_TOKEN_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def token_shaped(text: str) -> bool:
-    for run in NOT_TOKEN_CHARS.split(text):
-        parts = [p for p in run.split(".") if p]
-        if len(parts) < 2:
-            continue
-        if any("eyJ" in p for p in parts[:-1]) or (len(parts[-1]) >= 20 and max(map(len, parts[:-1])) >= 16):
-            return True
-    return False
-
 
 MIN_SECRET_LENGTH = 8
 
@@ -188,6 +178,9 @@ class AuditLog:
         self, sink: _Sink, *, secrets: Iterable[str] = (), clock: Callable[[], str] = utc_now
     ) -> None:
         self._sink = sink
+        # Fields every record gets unless given (the request id); observers see each record once written.
+        self.defaults: Callable[[], dict[str, object]] = dict
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
         self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len))
         self._clock = clock
         self._new_chain(parent=None)
@@ -227,6 +220,9 @@ class AuditLog:
 
     def record(self, event: str, **fields: object) -> dict[str, Any]:
         """Write one record and return it (as written). Raises AuditError when it cannot be written."""
+        for name, value in self.defaults().items():
+            if fields.get(name) is None:
+                fields[name] = value
         with self._lock:
             if self._closed:
                 raise AuditError("the audit log is closed")
@@ -235,7 +231,13 @@ class AuditLog:
                 if self._parent:
                     start["parent"] = self._parent
                 self._write("chain_start", start)
-            return self._write(event, fields)
+            rec = self._write(event, fields)
+        for observe in self.observers:
+            try:
+                observe(rec)
+            except Exception:  # an observer (metrics) must never cost an audit record or a response
+                log.exception("audit observer failed")
+        return rec
 
     def close(self) -> None:
         """End the chain with `chain_end` (so a cut tail shows) and release the file."""
@@ -277,7 +279,7 @@ class AuditLog:
         if isinstance(value, bool | int):
             return False
         text = value if isinstance(value, str) else str(value)
-        return any(s in text for s in self._secrets) or token_shaped(text)
+        return any(s in text for s in self._secrets) or redact.token_shaped(text)
 
 
 def _close_quietly(ref: weakref.ref[AuditLog]) -> None:

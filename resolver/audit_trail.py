@@ -178,9 +178,9 @@ def query(
 
 
 CSV_COLUMNS = (
-    "time", "event", "outcome", "reason", "identity", "worker_sid", "roles", "task_sid", "source", "key",
-    "type", "mode", "method", "status", "bytes", "range", "duration_ms", "complete", "client", "request_id",
-    "link", "count", "revoked", "writer", "seq",
+    "time", "event", "outcome", "reason", "via", "identity", "worker_sid", "roles", "task_sid", "source",
+    "key", "media_type", "mode", "method", "status", "bytes", "range", "duration_ms", "complete", "client",
+    "request_id", "link_id", "grant_id", "expires_at", "count", "kind", "writer", "seq",
 )
 
 

@@ -120,23 +120,3 @@ def test_closed_log_refuses_records(tmp_path):
     assert json.loads(lines(tmp_path / "a.log")[-1]) | {"event": "chain_end", "records": 2} == json.loads(
         lines(tmp_path / "a.log")[-1])
 
-
-@pytest.mark.parametrize("text,shaped", [
-    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl", True),
-    ("see /m/eyJsb25nIjoxfQ.QpZ_1c2lnbmF0dXJlc2ln?x=1", True),
-    (".eJyrVirOLy1KTlWyUipKTc4vSsnMSy9W0lHKTq0ECgW5GgLZ.Zm9vYmFyYmF6cXV4cXV1eHF1dXg", True),
-    ("alice.smith@example.com", False),
-    ("recordings/2026-01-01-call-recording.mp3", False),
-    ("RE" + "a" * 32, False),
-    ("203.0.113.9", False),
-])
-def test_token_shapes(text, shaped):
-    assert audit.token_shaped(text) is shaped
-
-
-def test_hostile_long_values_are_checked_in_linear_time():
-    import time
-    for evil in ("eyJ" * 400_000, "a" * 1_000_000 + ".", ("a" * 30 + ".") * 30_000):
-        started = time.perf_counter()
-        audit.token_shaped(evil)
-        assert time.perf_counter() - started < 1.0

@@ -35,7 +35,7 @@ def lines(path: Path) -> list[str]:
 def write_trail(path: Path, n: int = 5, **kw) -> AuditLog:
     log = AuditLog.open(str(path), clock=fixed_clock(), **kw)
     for i in range(n):
-        log.record("grant_served", outcome="served", identity=f"user{i}@example.com", worker_sid=WK,
+        log.record("grant", outcome="served", identity=f"user{i}@example.com", worker_sid=WK,
                    task_sid=WT, source="recordings", key=f"RE{i}", status=206, bytes=1000 + i,
                    range="bytes=0-999", duration_ms=12, complete=True, client="203.0.113.9",
                    request_id=f"r{i}")
@@ -143,7 +143,7 @@ WRITER_SCRIPT = textwrap.dedent("""
         if pid == 0:
             def work(t):
                 for i in range(100):
-                    log.record("grant_served", identity=f"child{n}-thread{t}", bytes=i)
+                    log.record("grant", identity=f"child{n}-thread{t}", bytes=i)
             threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
             [t.start() for t in threads]
             [t.join() for t in threads]
@@ -187,11 +187,11 @@ def test_stdout_target_writes_whole_lines(tmp_path):
 def trail(tmp_path):
     log = AuditLog.open(str(tmp_path / "q.log"), clock=fixed_clock())
     other = "WT" + "c" * 32
-    log.record("link_issued", task_sid=WT, source="recordings", key="RE1", count=1)
+    log.record("link", task_sid=WT, source="recordings", key="RE1", count=1)
     log.record("resolve", outcome="allowed", identity="alice", worker_sid=WK, task_sid=WT)
-    log.record("grant_served", outcome="served", identity="alice", worker_sid=WK, task_sid=WT, bytes=10)
+    log.record("grant", outcome="served", identity="alice", worker_sid=WK, task_sid=WT, bytes=10)
     log.record("resolve", outcome="denied", reason="forbidden", identity="bob", task_sid=other)
-    log.record("grant_served", outcome="served", identity="=HYPERLINK(1)", task_sid=other, bytes=5)
+    log.record("grant", outcome="served", identity="=HYPERLINK(1)", task_sid=other, bytes=5)
     log.close()
     return str(tmp_path / "q.log")
 
@@ -201,13 +201,13 @@ def idents(records):
 
 
 def test_query_filters(trail):
-    alice = [("resolve", "alice"), ("grant_served", "alice")]
+    alice = [("resolve", "alice"), ("grant", "alice")]
     assert idents(audit_trail.query([trail], subject="alice")) == alice
-    assert idents(audit_trail.query([trail], subject=WK, event="grant_served")) == [("grant_served", "alice")]
+    assert idents(audit_trail.query([trail], subject=WK, event="grant")) == [("grant", "alice")]
     assert len(list(audit_trail.query([trail], task=WT))) == 3
     assert idents(audit_trail.query([trail], event=["resolve"])) == [("resolve", "alice"), ("resolve", "bob")]
     assert [r["event"] for r in audit_trail.query([trail])] == [
-        "link_issued", "resolve", "grant_served", "resolve", "grant_served"]
+        "link", "resolve", "grant", "resolve", "grant"]
     assert len(list(audit_trail.query([trail], event="chain_start"))) == 1
 
 
@@ -216,4 +216,4 @@ def test_query_time_window(trail):
     since = datetime(2026, 1, 1, 2, tzinfo=UTC)
     until = datetime(2026, 1, 1, 4, tzinfo=UTC)
     window = audit_trail.query([trail], since=since, until=until)
-    assert idents(window) == [("resolve", "alice"), ("grant_served", "alice")]
+    assert idents(window) == [("resolve", "alice"), ("grant", "alice")]

@@ -19,7 +19,7 @@ STORE_TOKEN = "store-bearer-token-for-tests-abcdef"
 
 
 @pytest.fixture(scope="module")
-def twilio():
+def check_twilio():
     fake = FakeTwilio(account_sid=ACCOUNT, auth_token=AUTH_TOKEN)
     app = fake.app()
 
@@ -98,8 +98,8 @@ def run_check(env: dict[str, str]):
     return CliRunner().invoke(main, ["check", "--timeout", "3"], env=env)
 
 
-def test_healthy_deployment_passes(tmp_path, twilio, store_url):
-    fake, url = twilio
+def test_healthy_deployment_passes(tmp_path, check_twilio, store_url):
+    fake, url = check_twilio
     result = run_check(environment(tmp_path, url, GOOD_SOURCES.format(store=store_url)))
     assert result.exit_code == 0, result.output
     assert "ready: no problems, 0 warning(s)." in result.output
@@ -109,8 +109,8 @@ def test_healthy_deployment_passes(tmp_path, twilio, store_url):
         assert secret not in result.output
 
 
-def test_wrong_twilio_credentials_are_named(tmp_path, twilio, store_url):
-    _, url = twilio
+def test_wrong_twilio_credentials_are_named(tmp_path, check_twilio, store_url):
+    _, url = check_twilio
     env = environment(tmp_path, url, GOOD_SOURCES.format(store=store_url),
                       TWILIO_AUTH_TOKEN="wrong-token-x" * 3)
     result = run_check(env)
@@ -120,8 +120,8 @@ def test_wrong_twilio_credentials_are_named(tmp_path, twilio, store_url):
     assert "wrong-token-x" not in result.output
 
 
-def test_wrong_store_token_dns_and_tls_failures(tmp_path, twilio, store_url, tls_url):
-    _, url = twilio
+def test_wrong_store_token_dns_and_tls_failures(tmp_path, check_twilio, store_url, tls_url):
+    _, url = check_twilio
     sources = GOOD_SOURCES.format(store=store_url) + f"""
 [sources.nowhere]
 kind = "http"
@@ -148,16 +148,16 @@ def test_unreachable_iam_and_store(tmp_path, store_url):
     assert "FAIL  store" in result.output and "cannot connect to 127.0.0.1:9" in result.output
 
 
-def test_bad_configuration_is_one_line(tmp_path, twilio, store_url):
-    _, url = twilio
+def test_bad_configuration_is_one_line(tmp_path, check_twilio, store_url):
+    _, url = check_twilio
     env = environment(tmp_path, url, GOOD_SOURCES.format(store=store_url), RESOLVER_SECRET_KEYS="short")
     result = run_check(env)
     assert result.exit_code == 1
     assert result.output.startswith("FAIL  configuration") and "RESOLVER_SECRET_KEYS" in result.output
 
 
-def test_unwritable_audit_log_fails(tmp_path, twilio, store_url):
-    _, url = twilio
+def test_unwritable_audit_log_fails(tmp_path, check_twilio, store_url):
+    _, url = check_twilio
     settings = config.from_env(environment(tmp_path, url, GOOD_SOURCES.format(store=store_url),
                                            RESOLVER_AUDIT_LOG=str(tmp_path / "missing-dir" / "audit.log")))
     assert checks.check_audit_log(settings).level == checks.FAIL

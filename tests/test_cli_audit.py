@@ -22,10 +22,10 @@ def trail(tmp_path):
     path = tmp_path / "audit.log"
     log = AuditLog.open(str(path))
     log.record("resolve", outcome="allowed", identity="alice", worker_sid=WK, task_sid=WT)
-    log.record("grant_served", outcome="served", identity="alice", worker_sid=WK, task_sid=WT, bytes=10,
+    log.record("grant", outcome="served", identity="alice", worker_sid=WK, task_sid=WT, bytes=10,
                range="bytes=0-9", status=206, complete=True)
     log.record("resolve", outcome="denied", reason="forbidden", identity="bob", task_sid=OTHER)
-    log.record("grant_served", outcome="served", identity="=cmd|' /C calc'!A0", task_sid=OTHER, bytes=5)
+    log.record("grant", outcome="served", identity="=cmd|' /C calc'!A0", task_sid=OTHER, bytes=5)
     log.close()
     return path
 
@@ -59,10 +59,10 @@ def test_verify_require_end_fails_on_a_cut_tail(trail):
 
 
 def test_query_json_by_task_and_event(trail):
-    result = run("audit", "query", str(trail), "--task", WT, "--event", "grant_served")
+    result = run("audit", "query", str(trail), "--task", WT, "--event", "grant")
     assert result.exit_code == 0, result.output
     records = [json.loads(x) for x in result.output.splitlines()]
-    assert [(r["event"], r["identity"], r["bytes"]) for r in records] == [("grant_served", "alice", 10)]
+    assert [(r["event"], r["identity"], r["bytes"]) for r in records] == [("grant", "alice", 10)]
 
 
 def test_query_subject_since_relative(trail):
@@ -72,7 +72,7 @@ def test_query_subject_since_relative(trail):
 
 
 def test_query_csv_defuses_formulas(trail):
-    result = run("audit", "query", str(trail), "--event", "grant_served", "--format", "csv")
+    result = run("audit", "query", str(trail), "--event", "grant", "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.output)))
     assert [r["identity"] for r in rows] == ["alice", "'=cmd|' /C calc'!A0"]

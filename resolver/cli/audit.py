@@ -54,14 +54,14 @@ def verify(files: tuple[str, ...], require_end: bool) -> None:
 @click.option("--task", help="TaskRouter task SID (WT...)")
 @click.option("--since", help="from this time on (ISO 8601, or 7d / 12h / 30m ago)")
 @click.option("--until", help="before this time (ISO 8601, or 7d / 12h / 30m ago)")
-@click.option("--event", "events", multiple=True, help="event name, e.g. grant_served (repeatable)")
+@click.option("--event", "events", multiple=True, help="event name, e.g. grant or resolve (repeatable)")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
 def query(files: tuple[str, ...], subject: str | None, task: str | None, since: str | None,
           until: str | None, events: tuple[str, ...], fmt: str) -> None:
     """Print the matching records: JSON lines, or CSV for a spreadsheet.
 
     Example: who opened the recordings of a task last week:
-    resolver audit query audit.log --task WT... --event grant_served --since 7d"""
+    resolver audit query audit.log --task WT... --event grant --since 7d"""
     records = trail.query(files, subject=subject, task=task, since=_time(since, "--since"),
                           until=_time(until, "--until"), event=events or None)
     if fmt == "csv":
