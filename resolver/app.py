@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-import secrets
 from pathlib import Path
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import config, cors, policy
+from . import audit_web, config, cors, logs, metrics, policy, redact, requestid
 from .audit import AuditLog
 from .context import Context
 from .errors import register_errors
@@ -18,9 +16,6 @@ from .signing import Signer
 from .store import Store, open_store
 from .upstream import Upstream, new_session
 from .views import api, media
-
-REQUEST_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
-
 
 def static_folder() -> str:
     """static/ ships inside the package when installed, and sits beside it in a checkout."""
@@ -34,20 +29,26 @@ def static_folder() -> str:
 def create_app(settings: config.Settings | None = None, *, store: Store | None = None) -> Flask:
     app = Flask(__name__, static_folder=static_folder(), static_url_path="/static")
     settings = settings or config.from_env(instance_path=app.instance_path)
+    secrets = redact.known_secrets(settings)
+    logs.setup(secrets)
+    requestid.init_app(app)
     http = new_session()
     store = store or open_store(settings.store_url)
-    app.extensions["resolver"] = Context(
+    audit = AuditLog.open(settings.audit_log, secrets=secrets)
+    app.extensions["resolver"] = context = Context(
         settings=settings,
         signer=Signer(settings.secret_keys),
         store=store,
         http=http,
         validator=TokenValidator(settings, http, store),
         upstream=Upstream(settings, http),
-        audit=AuditLog.open(settings.audit_log),
+        audit=audit,
     )
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     register_errors(app)
+    audit_web.init_app(app, audit)
+    metrics.init_app(app, context)
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
     own_origin = settings.public_url.split("/", 3)[:3]
@@ -58,11 +59,6 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
 def _wire_request_hooks(app: Flask, settings: config.Settings, own_origin: str) -> None:
     @app.before_request
     def _start() -> Response | None:
-        given = request.headers.get("X-Request-Id", "")
-        g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
-        if request.url_rule is not None:
-            # gunicorn's access log prints this instead of the path, which may hold a link or a grant
-            request.environ["resolver.route"] = request.url_rule.rule
         return cors.before(settings.cors_origins, own_origin)
 
     @app.after_request
@@ -75,5 +71,4 @@ def _wire_request_hooks(app: Flask, settings: config.Settings, own_origin: str) 
         resp.headers.setdefault("Content-Security-Policy", csp)
         if request.endpoint != "static":
             resp.headers["Cache-Control"] = "no-store"
-        resp.headers["X-Request-Id"] = g.get("request_id", "")
         return cors.after(resp, settings.cors_origins, own_origin)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -47,6 +47,7 @@ class Settings:
     validation_cache_ttl: int = 60
     max_media_bytes: int | None = None
     trusted_proxies: int = 0  # RESOLVER_TRUSTED_PROXIES: how many proxies' X-Forwarded-For to believe
+    metrics_token: str | None = field(default=None, repr=False)  # RESOLVER_METRICS_TOKEN; unset: no /metrics
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -85,6 +86,13 @@ def _count(env: Mapping[str, str], name: str) -> int:
     if not raw.isdigit() or int(raw) > 5:
         raise ConfigError(f"{name} must be a whole number from 0 to 5")
     return int(raw)
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("RESOLVER_METRICS_TOKEN", "").strip() or None
+    if token is not None and len(token) < MIN_KEY_LENGTH:
+        raise ConfigError(f"RESOLVER_METRICS_TOKEN must be at least {MIN_KEY_LENGTH} characters")
+    return token
 
 
 def _rate(env: Mapping[str, str], name: str, default: str) -> str:
@@ -162,4 +170,5 @@ def from_env(env: Mapping[str, str] | None = None, *, instance_path: str = "inst
         store_url=store_url,
         audit_log=env.get("RESOLVER_AUDIT_LOG", "").strip() or "-",
         trusted_proxies=_count(env, "RESOLVER_TRUSTED_PROXIES"),
+        metrics_token=_metrics_token(env),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import logging
 
-from flask import Flask, Response, jsonify, render_template_string, request
+from flask import Flask, Response, g, has_request_context, jsonify, render_template_string, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ def wants_html() -> bool:
 
 
 def error_response(err: ResolverError, title: str | None = None) -> Response:
+    if has_request_context():
+        g.error_code = err.code  # the audit reason for a refusal no view recorded (audit_web)
     if wants_html():
         body = render_template_string(
             _HTML_PAGE,

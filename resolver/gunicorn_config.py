@@ -6,7 +6,9 @@ The access log names the route template, never the path: paths hold links and gr
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a web dyno
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -21,6 +23,14 @@ access_log_format = (
 )
 # Headers are not a place for secrets either: never log them.
 limit_request_field_size = 16384
+# gunicorn's error log would print "Error handling request /m/<grant>": this logger blanks tokens.
+logger_class = "resolver.logs.GunicornLogger"
+
+# Prometheus counters summed over all workers (resolver/metrics.py). Set here, before any worker imports
+# prometheus_client; an operator-set directory is used as given and emptied at start.
+_OWN_METRICS_DIR = workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="resolver-metrics-")
 
 
 def on_starting(server: object) -> None:
@@ -32,3 +42,20 @@ def on_starting(server: object) -> None:
         from_env()
     except ConfigError as e:
         sys.exit(f"resolver: configuration error: {e}")
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir and os.path.isdir(metrics_dir):
+        for name in os.listdir(metrics_dir):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(metrics_dir, name))
+
+
+def child_exit(server: object, worker: object) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

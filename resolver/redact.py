@@ -8,6 +8,10 @@ that cannot be part of a token, never scanned by a backtracking pattern.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 REDACTED = "[redacted]"
 NOT_TOKEN_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -35,3 +39,12 @@ def redact(text: str) -> str:
         return text
     pieces = re.split(r"([^A-Za-z0-9_.-]+)", text)  # keep the separators so the line stays readable
     return "".join(REDACTED if i % 2 == 0 and _run_is_token(p) else p for i, p in enumerate(pieces))
+
+
+def known_secrets(settings: Settings) -> list[str]:
+    """Every configured secret value: what no log line or audit record may contain."""
+    found = [*settings.secret_keys, *settings.api_keys, settings.twilio_auth[1]]
+    found += [settings.auth_token or "", settings.metrics_token or ""]
+    for source in settings.sources.values():
+        found += list((source.auth or ())[1:])
+    return [s for s in found if s]
