@@ -112,8 +112,10 @@ function showMedia(url, kind) {
   media.controls = true;
   media.preload = "auto";
   if (kind === "video") media.playsInline = true;
-  media.addEventListener("timeupdate", () => { lastTime = media.currentTime; });
-  media.addEventListener("seeking", () => { lastTime = media.currentTime; });
+  // A new src resets the position to 0 while readyState is HAVE_NOTHING: keep the user's place then.
+  const remember = () => { if (media.readyState > 0 && !refreshing) lastTime = media.currentTime; };
+  media.addEventListener("timeupdate", remember);
+  media.addEventListener("seeking", remember);
   media.addEventListener("play", () => { wantPlaying = true; });
   media.addEventListener("pause", () => { if (!media.error && !refreshing) wantPlaying = false; });
   media.addEventListener("loadeddata", () => { failures = 0; say(""); });
