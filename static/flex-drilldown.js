@@ -73,7 +73,7 @@ function within(url, base, prefix) {
 export function messageFor(status, body) {
   const server = typeof body?.error?.message === "string" ? body.error.message.slice(0, 300) : "";
   if (status === 401) return MESSAGES.session;
-  if (status === 403) return server && server !== MESSAGES.forbidden ? `${MESSAGES.forbidden} ${server}` : MESSAGES.forbidden;
+  if (status === 403) return server || MESSAGES.forbidden; // e.g. "Your Flex role is not allowed to open media."
   if (status === 404) return MESSAGES.notFound;
   if (status === 429) return MESSAGES.rateLimited;
   if (status === 503) return MESSAGES.twilioDown;
