@@ -159,8 +159,12 @@ def start_demo(*, port: int = 0, page_port: int = 0, grant_ttl: int = 60, audit_
             {"name": "Sam Supervisor", "role": "supervisor", "token": tokens["allowed"]},
             {"name": "Alex Agent", "role": "agent", "token": tokens["denied"]},
         ]
-        late_site.app = site_app(resolver_url=resolver_srv.url, users=users,
-                                 conversations=_conversations(entries, task_sid, site_srv.url), direct_link=entries["audio"]["url"])
+        late_site.app = site_app(
+            resolver_url=resolver_srv.url,
+            users=users,
+            conversations=_conversations(entries, task_sid, site_srv.url),
+            direct_link=entries["audio"]["url"],
+        )
         for server in servers:
             server.start()
     except BaseException:

@@ -245,3 +245,21 @@ test("when Twilio cannot be reached the user is told, and no grant is made", liv
   assert.equal(flex.opened.length, 0);
   assert.match(flex.notes[0], /Twilio could not be reached/);
 });
+
+test("a grant URL outside the resolver's /m/ is refused, never opened", async () => {
+  const handlers = {};
+  const opened = [];
+  const notes = [];
+  installDrilldownHandler({
+    Actions: { replaceAction: (name, fn) => { handlers[name] = fn; } },
+    manager: { user: { token: "tok" } },
+    resolverUrl: "https://media.example.com",
+    open: (url) => opened.push(url),
+    notify: (message) => notes.push(message),
+    fetch: async () => new Response(JSON.stringify({ url: "https://evil.example/m/x", mode: "stream" }), { status: 200 }),
+    window: new EventTarget(),
+  });
+  await handlers.HistoricalReportingView("https://media.example.com/d/abc", () => assert.fail("not Flex's"));
+  assert.deepEqual(opened, []);
+  assert.match(notes[0], /does not understand/);
+});
