@@ -7,6 +7,7 @@ import click
 from .audit import audit
 from .basic import keygen, links
 from .check import check
+from .demo import demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,3 +19,4 @@ main.add_command(audit)
 main.add_command(check)
 main.add_command(keygen)
 main.add_command(links)
+main.add_command(demo)
