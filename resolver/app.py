@@ -17,6 +17,7 @@ from .store import Store, open_store
 from .upstream import Upstream, new_session
 from .views import api, media
 
+
 def static_folder() -> str:
     """static/ ships inside the package when installed, and sits beside it in a checkout."""
     here = Path(__file__).resolve().parent

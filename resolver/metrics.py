@@ -23,8 +23,15 @@ from typing import Any
 
 import requests
 from flask import Blueprint, Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from .context import Context, ctx
 from .errors import NotFound, Unauthenticated
@@ -67,12 +74,10 @@ def observe(rec: Mapping[str, Any]) -> None:
 
 
 def _upstream_name(c: Context, url: str) -> str:
-    if url.startswith(c.settings.iam_url + "/"):
-        return "twilio_iam"
-    for source in c.settings.sources.values():
+    for source in c.settings.sources.values():  # sources first: Twilio's hosts may share a base URL
         if url.startswith(source.base_url):
             return source.name
-    return "other"
+    return "twilio_iam" if url.startswith(c.settings.iam_url + "/") else "other"
 
 
 def init_app(app: Flask, c: Context) -> None:
