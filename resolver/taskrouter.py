@@ -220,6 +220,12 @@ def _reject(text: str) -> object:
     raise ValueError(f"{text} is not JSON")
 
 
+def _conversations(attrs: Mapping) -> object:
+    """attributes.conversations, where absent and null both mean "nothing there yet"."""
+    value = attrs.get("conversations")
+    return {} if value is None else value
+
+
 def parse_attributes(raw: str) -> tuple[dict, list[dict]]:
     """The attributes and their current media list, or AttributesUnparseable if rewriting could lose data."""
     try:
@@ -229,10 +235,11 @@ def parse_attributes(raw: str) -> tuple[dict, list[dict]]:
         raise AttributesUnparseable() from e
     if not isinstance(attrs, dict):
         raise AttributesUnparseable()
-    conversations = attrs.get("conversations", {})
+    conversations = _conversations(attrs)
     if not isinstance(conversations, dict):
         raise AttributesUnparseable()
-    media = conversations.get("media", [])
+    media = conversations.get("media")
+    media = [] if media is None else media
     if not isinstance(media, list) or not all(isinstance(e, dict) for e in media):
         raise AttributesUnparseable()
     return attrs, media
@@ -241,7 +248,7 @@ def parse_attributes(raw: str) -> tuple[dict, list[dict]]:
 def with_media(attrs: dict, media: list[dict]) -> str:
     """The attributes with conversations.media replaced and nothing else changed."""
     updated = dict(attrs)
-    updated["conversations"] = {**attrs.get("conversations", {}), "media": media}
+    updated["conversations"] = {**_conversations(attrs), "media": media}  # type: ignore[dict-item]
     return json.dumps(updated, separators=(",", ":"))
 
 
@@ -351,7 +358,7 @@ class Attacher:
                   ) -> list[tuple[MediaSpec, dict]]:
         """Entries for what Flex shows when a task has no media list: its call recording(s) and transcript."""
         found: dict[str, dict] = {}  # recording SID -> metadata, in order of discovery
-        segment_link = attrs.get("conversations", {}).get("segment_link")
+        segment_link = _conversations(attrs).get("segment_link")  # type: ignore[attr-defined]
         if isinstance(segment_link, str):
             for sid in RECORDING_IN_URL.findall(segment_link):
                 found.setdefault(sid, {})

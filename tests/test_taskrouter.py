@@ -127,6 +127,15 @@ def test_foreign_entries_are_kept_in_place(tr_fake, attacher):
     assert attrs_of(task)["conversations"]["media"][0] == foreign
 
 
+@pytest.mark.parametrize("raw", ['{"conversations": null}', '{"conversations": {"media": null, "x": 1}}'])
+def test_null_conversations_or_media_count_as_empty(tr_fake, attacher, raw):
+    task = tr_fake.add_task(WS, WT, raw)
+    attacher.attach(WS, WT, [rec(RE1)])
+    after = attrs_of(task)
+    assert len(after["conversations"]["media"]) == 1
+    assert after["conversations"].get("x", 1) == 1
+
+
 def test_dry_run_writes_nothing(tr_fake, attacher):
     task = tr_fake.add_task(WS, WT, "{}")
     result = attacher.attach(WS, WT, [rec(RE1)], dry_run=True)
