@@ -6,6 +6,7 @@ import click
 
 from .attach import attach
 from .basic import keygen, links
+from .demo import demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,3 +17,4 @@ def main() -> None:
 main.add_command(keygen)
 main.add_command(links)
 main.add_command(attach)
+main.add_command(demo)
