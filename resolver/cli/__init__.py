@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .attach import attach
 from .basic import keygen, links
 from .demo import demo
 
@@ -15,4 +16,5 @@ def main() -> None:
 
 main.add_command(keygen)
 main.add_command(links)
+main.add_command(attach)
 main.add_command(demo)
