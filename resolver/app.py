@@ -15,7 +15,7 @@ from .flex_auth import TokenValidator
 from .signing import Signer
 from .store import Store, open_store
 from .upstream import Upstream, new_session
-from .views import api, media
+from .views import api, media, tasks
 
 
 def static_folder() -> str:
@@ -52,6 +52,7 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     metrics.init_app(app, context)
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
+    app.register_blueprint(tasks.bp)
     own_origin = settings.public_url.split("/", 3)[:3]
     _wire_request_hooks(app, settings, "/".join(own_origin))
     return app

@@ -230,3 +230,7 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio, stora
 
 
 PYTHON = sys.executable
+
+
+# The fake TaskRouter (attach, tasks API, event hook): fixtures tr_fake, tr_server, tr_settings.
+from tests.taskrouter_helpers import tr_fake, tr_server, tr_settings, tr_switched_server  # noqa: E402, F401

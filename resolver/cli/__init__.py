@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .attach import attach
 from .audit import audit
 from .basic import keygen, links
 from .check import check
@@ -19,4 +20,5 @@ main.add_command(audit)
 main.add_command(check)
 main.add_command(keygen)
 main.add_command(links)
+main.add_command(attach)
 main.add_command(demo)
