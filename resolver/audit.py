@@ -114,7 +114,7 @@ WRITER_FIELDS = ("time", "writer", "seq", "prev", "hash")
 # The events and their outcomes (documentation for reviewers; the writer accepts any `_WORD` event name).
 EVENTS: dict[str, str] = {
     "link": "a link for one media entry: issued or refused (POST /api/v1/links, resolver links/attach)",
-    "attach": "media entries written into a TaskRouter task: attached or refused",
+    "attach": "media entries for a TaskRouter task: written, unchanged (already there) or refused",
     "drilldown": "a drilldown link opened outside Flex: refused (401 page), never served",
     "resolve": "a Flex user asked for a grant (via resolve or provider): allowed or denied, with the reason",
     "grant": "a grant used: served (status, bytes, range, duration, complete), redirected or refused",

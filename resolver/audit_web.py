@@ -20,6 +20,8 @@ AUDITED_ENDPOINTS = {
     "media.provider": ("resolve", "denied", "provider"),
     "media.grant": ("grant", "refused", None),
     "media.drilldown": ("drilldown", "refused", None),
+    "tasks.attach_media": ("attach", "refused", None),
+    "tasks.taskrouter_hook": ("attach", "refused", None),
 }
 
 

@@ -64,8 +64,8 @@ def test_api_attaches_and_answers_the_media_list(client, tr_fake: FakeTaskRouter
     again = post_media(client, {"workspace_sid": WS, "media": [{"source": "recordings", "key": RE1}]})
     assert again.get_json()["written"] is False and len(tr_fake.writes) == 1
     events = [(r["event"], r.get("outcome")) for r in audit_lines(tmp_path)]
-    assert events.count(("link_issued", "issued")) == 2
-    assert ("task_attached", "written") in events and ("task_attached", "unchanged") in events
+    assert events.count(("link", "issued")) == 2
+    assert ("attach", "written") in events and ("attach", "unchanged") in events
     assert "/d/" not in (tmp_path / "audit.jsonl").read_text()
 
 
@@ -124,7 +124,7 @@ def test_api_twilio_side_errors(client, tr_fake, tmp_path, setup, status, code):
     resp = post_media(client, {"workspace_sid": WS, "media": [{"source": "recordings", "key": RE1}]})
     assert (resp.status_code, resp.get_json()["error"]["code"]) == (status, code)
     assert AUTH_TOKEN not in resp.get_data(as_text=True)
-    refused = [r for r in audit_lines(tmp_path) if r["event"] == "task_attached"]
+    refused = [r for r in audit_lines(tmp_path) if r["event"] == "attach"]
     assert [(r["outcome"], r["reason"]) for r in refused] == [("refused", code)]
 
 

@@ -35,19 +35,20 @@ def _attacher() -> Attacher:
     return Attacher(c.settings, c.signer, TwilioRest(c.settings, c.http))
 
 
-def _run(task_sid: str, attach: Callable[[], AttachResult]) -> AttachResult:
+def _run(task_sid: str, workspace_sid: str, attach: Callable[[], AttachResult]) -> AttachResult:
     """Attach and audit: every link written into a task, and every refusal, leaves a record."""
     audit = ctx().audit
-    common = {"task_sid": task_sid, "client": request.remote_addr, "request_id": g.get("request_id")}
+    common = {"task_sid": task_sid, "workspace_sid": workspace_sid, "client": request.remote_addr,
+              "request_id": g.get("request_id")}
     try:
         result = attach()
     except ResolverError as e:
-        audit.record("task_attached", outcome="refused", reason=e.code, **common)
+        audit.record("attach", outcome="refused", reason=e.code, **common)
         raise
     for spec, _entry in result.added:
-        audit.record("link_issued", outcome="issued", source=spec.source or None, key=spec.key or spec.sid,
-                     type=spec.type, **common)
-    audit.record("task_attached", outcome="written" if result.written else "unchanged", count=len(result.added),
+        audit.record("link", outcome="issued", source=spec.source or None, key=spec.key or spec.sid,
+                     media_type=spec.type, **common)
+    audit.record("attach", outcome="written" if result.written else "unchanged", count=len(result.added),
                  **common)
     return result
 
@@ -65,7 +66,8 @@ def attach_media(task_sid: str) -> ResponseReturnValue:
         raise BadRequest(f"media must be a list of up to {MAX_ENTRIES} entries (or set keep_defaults).",
                          code="bad_media")
     specs = [MediaSpec.parse({"type": "VoiceRecording", **raw} if isinstance(raw, dict) else raw) for raw in media]
-    result = _run(task_sid, lambda: _attacher().attach(workspace_sid, task_sid, specs, keep_defaults=keep_defaults))
+    result = _run(task_sid, workspace_sid,
+                  lambda: _attacher().attach(workspace_sid, task_sid, specs, keep_defaults=keep_defaults))
     return jsonify(task_sid=task_sid, written=result.written, added=len(result.added), media=result.media)
 
 
@@ -91,8 +93,8 @@ def taskrouter_hook() -> ResponseReturnValue:
         return _no_content()
     workspace_sid = request.form.get("WorkspaceSid", "")
     check_task_sid(task_sid)
-    _run(task_sid, lambda: _attacher().attach(workspace_sid, task_sid, keep_defaults=True,
-                                              only_with_recordings=True))
+    _run(task_sid, workspace_sid, lambda: _attacher().attach(workspace_sid, task_sid, keep_defaults=True,
+                                                             only_with_recordings=True))
     return _no_content()
 
 
