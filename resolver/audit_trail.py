@@ -80,6 +80,7 @@ def _chain_fields_ok(rec: dict[str, Any]) -> bool:
 
 def verify(paths: Iterable[str]) -> Report:
     """Check every writer's chain across the files (give rotated files oldest first)."""
+    paths = list(paths)
     report = Report()
     chains: dict[str, list[_Entry]] = {}
     for where, line in _lines(paths):
@@ -98,6 +99,8 @@ def verify(paths: Iterable[str]) -> Report:
     report.writers = len(chains)
     for writer, entries in chains.items():
         _check_chain(writer, entries, report)
+    files = {path: n for n, path in enumerate(dict.fromkeys(paths))}
+    report.problems.sort(key=lambda p: (files.get(p.where.rsplit(":", 1)[0], 0), int(p.where.rsplit(":", 1)[1])))
     return report
 
 
