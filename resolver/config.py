@@ -23,19 +23,20 @@ DEFAULT_ORIGINS = "https://flex.twilio.com"
 
 @dataclass(frozen=True)
 class Settings:
-    secret_keys: tuple[str, ...]
+    # Secrets are left out of repr(), so printing or logging the settings never shows them.
+    secret_keys: tuple[str, ...] = field(repr=False)
     public_url: str
     sources: Mapping[str, Source]
     account_sid: str
-    twilio_auth: tuple[str, str]  # (username, password) for Twilio's REST APIs
-    auth_token: str | None  # only the account auth token can check X-Twilio-Signature
+    twilio_auth: tuple[str, str] = field(repr=False)  # (username, password) for Twilio's REST APIs
+    auth_token: str | None = field(repr=False)  # only the account auth token can check X-Twilio-Signature
     iam_url: str = "https://iam.twilio.com"
     api_url: str = "https://api.twilio.com"
     taskrouter_url: str = "https://taskrouter.twilio.com"
     allowed_roles: frozenset[str] = frozenset({"admin", "supervisor"})
     grant_ttl: int = 60
     cors_origins: frozenset[str] = frozenset({DEFAULT_ORIGINS})
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
     resolve_limit: str = "30/minute"
     media_limit: str = "1200/minute"
     store_url: str = ""

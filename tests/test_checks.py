@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from flask import Flask, jsonify, request
+from flask import Flask, request
 
 from resolver import checks, config
 from resolver.cli import main
@@ -22,13 +22,6 @@ STORE_TOKEN = "store-bearer-token-for-tests-abcdef"
 def check_twilio():
     fake = FakeTwilio(account_sid=ACCOUNT, auth_token=AUTH_TOKEN)
     app = fake.app()
-
-    @app.get("/2010-04-01/Accounts/<sid>/Recordings.json")
-    def recordings(sid):  # the list endpoint the check reads one page of
-        if not fake.authorized():
-            return jsonify(code=20003, status=401), 401
-        return jsonify(recordings=[], page_size=1)
-
     with ServerThread(app) as server:
         yield fake, server.url
 

@@ -155,3 +155,10 @@ def test_metrics_sum_all_workers(run):
     assert len(totals) == 1 and totals.pop() >= len(RECORDING) + 100
     assert all(value(body, "resolver_grants_total") >= 6 for body in run["metrics"])
 
+
+
+def test_settings_repr_shows_no_secret(settings):
+    text = repr(settings)
+    assert "account_sid=" in text
+    for secret in (*KEYS, AUTH_TOKEN, SERVICE_KEY, STORAGE_TOKEN):
+        assert secret not in text

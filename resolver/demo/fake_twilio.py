@@ -75,6 +75,17 @@ class FakeTwilio:
                 answer["account_sid"] = user.account_sid
             return jsonify(answer)
 
+        @app.get("/2010-04-01/Accounts/<account_sid>/Recordings.json")
+        def recording_list(account_sid: str):  # type: ignore[no-untyped-def]
+            """One page of the recordings list (what `resolver check` reads to test the credentials)."""
+            if not self.authorized():
+                return jsonify(code=20003, message="Authenticate", status=401), 401
+            if account_sid != self.account_sid:
+                abort(404)
+            sids = sorted(self.recordings)[: int(request.args.get("PageSize", "50"))]
+            return jsonify(recordings=[{"sid": sid, "account_sid": account_sid} for sid in sids],
+                           page=0, page_size=len(sids))
+
         @app.get("/2010-04-01/Accounts/<account_sid>/Recordings/<name>")
         def recording(account_sid: str, name: str):  # type: ignore[no-untyped-def]
             with self.lock:
