@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +32,7 @@ from .signing import CLOCK_SKEW, Grant
 from .sources import Source
 from .store import Store
 
+clock: Callable[[], float] = time.time  # tests freeze it inside one window
 PERIODS = {"second": 1, "minute": 60, "hour": 3600}
 IPV6_PREFIX = 64  # one IPv6 subscriber usually holds a whole /64: count it as one address
 
@@ -96,13 +97,13 @@ def client_key(addr: str | None) -> str:
 def limit_identity(identity: str) -> None:
     """RESOLVER_RESOLVE_LIMIT per Flex identity, one budget for resolve and /p together."""
     c = ctx()
-    hit(c.store, "identity", identity, Rate.parse(c.settings.resolve_limit), now=time.time())
+    hit(c.store, "identity", identity, Rate.parse(c.settings.resolve_limit), now=clock())
 
 
 def limit_media() -> None:
     """RESOLVER_MEDIA_LIMIT per client address on /m."""
     c = ctx()
-    hit(c.store, "media", client_key(request.remote_addr), Rate.parse(c.settings.media_limit), now=time.time())
+    hit(c.store, "media", client_key(request.remote_addr), Rate.parse(c.settings.media_limit), now=clock())
 
 
 @contextmanager
@@ -112,14 +113,14 @@ def auth_attempt(via: str) -> Iterator[None]:
     c = ctx()
     rate, who = Rate.parse(c.settings.resolve_limit), client_key(request.remote_addr)
     try:
-        peek(c.store, "authfail", who, rate, now=time.time())
+        peek(c.store, "authfail", who, rate, now=clock())
     except RateLimited:
         c.audit.record("resolve", outcome="denied", reason="rate_limited", via=via, client=request.remote_addr)
         raise
     try:
         yield
     except Unauthenticated:
-        count(c.store, "authfail", who, rate, now=time.time())
+        count(c.store, "authfail", who, rate, now=clock())
         raise
 
 
@@ -127,7 +128,7 @@ def count_use(grant: Grant, source: Source) -> None:
     """A redirect source's `max_uses`: each grant (its nonce, within its link) opens at most that often."""
     if source.max_uses is None:
         return
-    ttl = grant.expires_at - time.time() + CLOCK_SKEW
+    ttl = grant.expires_at - clock() + CLOCK_SKEW
     key = "use:" + hashlib.sha256(repr(grant).encode()).hexdigest()[:32]  # the whole grant, nonce included
     if ctx().store.incr(key, ttl=max(1.0, ttl)) > source.max_uses:
         raise UsedUp()

@@ -230,3 +230,36 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio, stora
 
 
 PYTHON = sys.executable
+
+
+REDIS_URL = os.environ.get("RESOLVER_TEST_REDIS", "redis://127.0.0.1:6379/14")  # a DB of its own, flushed
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The real Redis on 127.0.0.1, its test DB flushed before and after (never DB 0)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.connection_pool.connection_kwargs.get("db", 0) != 0, "use a test DB, never DB 0"
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs against both real engines."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'store.db'}"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def store(store_url: str):  # type: ignore[no-untyped-def]
+    from resolver.store import open_store
+
+    s = open_store(store_url)
+    yield s
+    s.close()
