@@ -115,7 +115,8 @@ def auth_attempt(via: str) -> Iterator[None]:
     try:
         peek(c.store, "authfail", who, rate, now=clock())
     except RateLimited:
-        c.audit.record("resolve", outcome="denied", reason="rate_limited", via=via, client=request.remote_addr)
+        c.audit.record("resolve", outcome="denied", reason="rate_limited", via=via,
+                       client=request.remote_addr)
         raise
     try:
         yield

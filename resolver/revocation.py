@@ -56,7 +56,8 @@ def link_id(url: object, signer: Signer) -> tuple[str, dict[str, str | None]]:
         link = signer.load_link(segments[-1])
     except NotFound as e:
         raise BadRequest("link must be a /d/ or /p/ URL issued by this resolver.", code="bad_link") from e
-    return link.id, {"link_id": link.id, "source": link.source, "key": link.key, "task_sid": link.task or None}
+    details = {"link_id": link.id, "source": link.source, "key": link.key, "task_sid": link.task or None}
+    return link.id, details
 
 
 def cutoff(text: object, now: float) -> float:

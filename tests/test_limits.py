@@ -44,7 +44,8 @@ def audit_records(env: dict) -> list[dict]:
 
 
 def resolve(client, url: str, token: str, **kw):  # type: ignore[no-untyped-def]
-    return client.post("/api/v1/resolve", json={"url": url}, headers={"Authorization": f"Bearer {token}"}, **kw)
+    return client.post("/api/v1/resolve", json={"url": url}, headers={"Authorization": f"Bearer {token}"},
+                       **kw)
 
 
 def local(url: str) -> str:
@@ -119,7 +120,8 @@ def test_invalid_tokens_from_one_address_stop_reaching_twilio(make_client, twili
     assert len(twilio.validations) == before + 3
     blocked = resolve(client, entry["url"], "eyJbad-more")
     assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
-    assert client.get(local(entry["url_provider"]), headers={"Authorization": basic("eyJbad-p")}).status_code == 429
+    provider = client.get(local(entry["url_provider"]), headers={"Authorization": basic("eyJbad-p")})
+    assert provider.status_code == 429
     assert len(twilio.validations) == before + 3  # Twilio's IAM was not asked again
     elsewhere = resolve(client, entry["url"], "eyJbad-x", environ_base={"REMOTE_ADDR": "198.51.100.4"})
     assert elsewhere.status_code == 401
@@ -153,15 +155,15 @@ def test_media_limit_per_address_ignores_forged_forwarded_for(make_client, twili
 def test_media_limit_follows_forwarded_for_only_behind_a_trusted_proxy(make_client, twilio, frozen):
     client = make_client(RESOLVER_MEDIA_LIMIT="3/hour", RESOLVER_TRUSTED_PROXIES="1")
     path = _media_path(client, twilio)
-    assert {client.get(path, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(6)} == {200}
+    codes = {client.get(path, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(6)}
+    assert codes == {200}
     same = [client.get(path, headers={"X-Forwarded-For": "10.9.9.9"}).status_code for _ in range(4)]
     assert same == [200, 200, 200, 429]
 
 
 def test_redirect_grant_max_uses(make_client, env, twilio, tmp_path, frozen):
     sources = tmp_path / "sources.toml"
-    sources.write_text(sources.read_text().replace(
-        'base_url = "https://crm.example.com/tickets/"', 'base_url = "https://crm.example.com/tickets/"\nmax_uses = 2'))
+    sources.write_text(sources.read_text().replace("[sources.crm]\n", "[sources.crm]\nmax_uses = 2\n"))
     client = make_client(RESOLVER_SOURCES=str(sources))
     [entry] = issue_links(client, [{"source": "crm", "key": "T-1", "type": "Referenced"}])
     tok = new_token(twilio, worker_sid=WORKER)

@@ -14,7 +14,8 @@ bp = Blueprint("revocations", __name__)
 
 @bp.post("/api/v1/revocations")
 def revoke() -> ResponseReturnValue:
-    """Body: exactly one of {"link": URL}, {"task_sid": "WT..."}, {"subject": identity}, {"all_before": ISO}."""
+    """Body: exactly one of {"link": URL}, {"task_sid": "WT..."}, {"subject": identity} or
+    {"all_before": ISO 8601 | "now"}; answers 201 {"revocation": {"kind", "value", "at"}}."""
     require_service_key()
     rev = revocation.parse(json_body(), ctx().signer)
     revocation.apply(rev, via="api", client=request.remote_addr, request_id=g.get("request_id"))
