@@ -203,21 +203,31 @@ def start_gunicorn(env: dict[str, str], tmp_path: Path, name: str = "gunicorn") 
         try:
             if requests.get(url + "/healthz", timeout=1).status_code == 200:
                 return Gunicorn(url=url, proc=proc, log_path=log_path)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # workers still booting
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("gunicorn did not start: " + log_path.read_text())
 
 
 def stop_gunicorn(server: Gunicorn) -> None:
+    """Quick shutdown. A worker still booting misses the first SIGINT (gunicorn installs its handlers after
+    loading the app), so repeat it each second rather than wait out the graceful timeout."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(server.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            break
+        try:
+            server.proc.wait(timeout=1)
+            return
+        except subprocess.TimeoutExpired:
+            continue
     try:
-        os.killpg(server.proc.pid, signal.SIGINT)  # quick shutdown
-        server.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
         os.killpg(server.proc.pid, signal.SIGKILL)
-        server.proc.wait(timeout=10)
     except ProcessLookupError:
-        server.proc.wait(timeout=10)
+        pass
+    server.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
