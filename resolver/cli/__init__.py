@@ -7,6 +7,7 @@ import click
 from .attach import attach
 from .basic import keygen, links
 from .demo import demo
+from .revoke import revoke
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,3 +19,4 @@ main.add_command(keygen)
 main.add_command(links)
 main.add_command(attach)
 main.add_command(demo)
+main.add_command(revoke)
