@@ -9,6 +9,7 @@ from .audit import audit
 from .basic import keygen, links
 from .check import check
 from .demo import demo
+from .revoke import revoke
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +23,4 @@ main.add_command(keygen)
 main.add_command(links)
 main.add_command(attach)
 main.add_command(demo)
+main.add_command(revoke)
