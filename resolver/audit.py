@@ -103,7 +103,8 @@ FIELDS: dict[str, Field] = {
     "client": Field(str, 64),  # the client address as the trusted proxy chain reports it
     "count": Field(int),
     "kind": Field(str, 16, _WORD),  # what a revocation covers: link, task, subject, before
-    "before": Field(int),  # a revocation of everything issued before this Unix time
+    "before": Field(str, 32, r"[0-9T:.+-]{10,30}Z?"),  # a revocation of everything issued before this time
+    "operator": Field(str, 128),  # who ran `resolver revoke` (the OS user), for revocations from the CLI
     "pid": Field(int),
     "parent": Field(str, 32, r"[0-9a-f]{1,32}"),
     "records": Field(int),
@@ -118,7 +119,7 @@ EVENTS: dict[str, str] = {
     "drilldown": "a drilldown link opened outside Flex: refused (401 page), never served",
     "resolve": "a Flex user asked for a grant (via resolve or provider): allowed or denied, with the reason",
     "grant": "a grant used: served (status, bytes, range, duration, complete), redirected or refused",
-    "revoke": "a link, task, subject or everything-before-a-time revoked",
+    "revocation": "a link, task, subject or everything-before-a-time revoked (or failed: store down)",
     "chain_start": "a writer (one process) began its chain; pid, and parent when forked",
     "chain_end": "a writer closed its chain cleanly; `records` counts the records before it",
 }

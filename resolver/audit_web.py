@@ -22,6 +22,7 @@ AUDITED_ENDPOINTS = {
     "media.drilldown": ("drilldown", "refused", None),
     "tasks.attach_media": ("attach", "refused", None),
     "tasks.taskrouter_hook": ("attach", "refused", None),
+    "revocations.revoke": ("revocation", "refused", "api"),
 }
 
 
