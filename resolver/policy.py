@@ -56,3 +56,44 @@ NEVER_ALLOWED_ORIGINS = ("null", "*")
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Range, If-Range, If-None-Match, If-Modified-Since"
 CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified, X-Request-Id"
 CORS_MAX_AGE = "600"
+
+# SSRF: addresses the resolver never connects to after a redirect (checked on the resolved address, see
+# netguard.py). Everything that is not plainly a public unicast address is here; Python's `is_global`
+# misses multicast, NAT64 and 6to4, so the list is explicit.
+BLOCKED_NETWORKS = (
+    # IPv4
+    "0.0.0.0/8",  # "this network", includes the unspecified 0.0.0.0
+    "10.0.0.0/8",  # private
+    "100.64.0.0/10",  # carrier-grade NAT (shared address space)
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local, cloud metadata (169.254.169.254)
+    "172.16.0.0/12",  # private
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.0.2.0/24",  # documentation TEST-NET-1
+    "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+    "192.168.0.0/16",  # private
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",  # documentation TEST-NET-2
+    "203.0.113.0/24",  # documentation TEST-NET-3
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, includes broadcast 255.255.255.255
+    # IPv6
+    "::/128",  # unspecified
+    "::1/128",  # loopback
+    "::/96",  # IPv4-compatible (deprecated): ::a.b.c.d
+    "::ffff:0:0/96",  # IPv4-mapped: ::ffff:a.b.c.d
+    "::ffff:0:0:0/96",  # IPv4-translated (SIIT): ::ffff:0:a.b.c.d
+    "64:ff9b::/96",  # NAT64 well-known prefix: 64:ff9b::a.b.c.d
+    "64:ff9b:1::/48",  # NAT64 local-use prefix
+    "100::/64",  # discard-only
+    "2001::/23",  # IETF protocol assignments, includes Teredo 2001::/32, ORCHID, benchmarking
+    "2001::/32",  # Teredo (listed on its own: it embeds IPv4)
+    "2001:db8::/32",  # documentation
+    "2002::/16",  # 6to4: 2002:aabb:ccdd::/48 embeds a.b.c.d
+    "3fff::/20",  # documentation (RFC 9637)
+    "5f00::/16",  # SRv6 SIDs (RFC 9602)
+    "fc00::/7",  # unique local
+    "fe80::/10",  # link-local
+    "fec0::/10",  # site-local (deprecated)
+    "ff00::/8",  # multicast
+)
