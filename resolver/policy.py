@@ -6,10 +6,40 @@ A reviewer should be able to read this file alone and know what the resolver let
 from __future__ import annotations
 
 # Request headers a client may pass to an upstream (everything else, cookies and auth included, stays here).
-REQUEST_HEADERS_TO_UPSTREAM = ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
+# Range is forwarded only as one range rebuilt from its parsed numbers (http_range.py), If-Range only with it;
+# each value must match its pattern or it is dropped.
+REQUEST_HEADERS_TO_UPSTREAM = {
+    "If-None-Match": r'(W/)?"[\x21\x23-\x7e]{0,200}"(\s*,\s*(W/)?"[\x21\x23-\x7e]{0,200}"){0,15}|\*',
+    "If-Modified-Since": r"[A-Za-z0-9 ,:-]{1,64}",
+    "If-Range": r'(W/)?"[\x21\x23-\x7e]{0,200}"|[A-Za-z0-9 ,:-]{1,64}',
+}
+# A Range header longer than this is not a single range: it is ignored and the whole entity served (200).
+MAX_RANGE_HEADER = 100
 
-# Response headers an upstream may pass to the client. Content-Type is decided by CONTENT_TYPE policy.
-RESPONSE_HEADERS_FROM_UPSTREAM = ("Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified")
+# Response headers an upstream may pass to the client, each only if its value matches the pattern.
+# Content-Type is decided by the content-type allowlist, Content-Disposition and caching by us.
+RESPONSE_HEADERS_FROM_UPSTREAM = {
+    "Content-Length": r"\d{1,18}",
+    "Content-Range": r"bytes (\d{1,18}-\d{1,18}|\*)/(\d{1,18}|\*)",
+    "Accept-Ranges": r"bytes|none",
+    "ETag": r'(W/)?"[\x21\x23-\x7e]{0,200}"',
+    "Last-Modified": r"[A-Za-z0-9 ,:-]{1,64}",
+    "Content-Encoding": r"gzip|br|deflate|zstd",
+}
+# Upstream statuses passed on as they are; everything else becomes one of our errors.
+PASSED_STATUSES = (200, 206, 304)
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+# Redirects from an upstream are followed by our code, at most this many hops, https only, only to the
+# source's redirect_hosts (plus TWILIO_MEDIA_HOSTS for twilio-recording), to public addresses only, and never
+# with our credentials unless the hop stays on the base_url's own origin.
+MAX_REDIRECTS = 3
+# Where Twilio sends recording media: the API host itself and its media CDN (signed, short-lived URLs that
+# need no credentials). A deployment that sees another host adds it with `redirect_hosts` in the TOML.
+TWILIO_MEDIA_HOSTS = ("api.twilio.com", "media.twiliocdn.com")
+
+# Streaming: read this much per upstream read (large, so the body loop costs almost nothing per byte).
+STREAM_CHUNK = 256 * 1024
 
 # Media is passed through byte for byte: never let requests/urllib3 decompress it.
 UPSTREAM_REQUEST_DEFAULTS = {"Accept-Encoding": "identity", "User-Agent": "flex-media-resolver"}

@@ -34,6 +34,7 @@ class Source:
     suffix: str = ""
     content_types: tuple[str, ...] = ()
     redirect_hosts: tuple[str, ...] = ()
+    max_bytes: int | None = None  # refuse media larger than this (None: no limit of its own)
     # ("bearer", token) or ("basic", user, password); never printed
     auth: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -118,6 +119,27 @@ def _str_list(name: str, raw: Mapping[str, object], key: str) -> tuple[str, ...]
     return tuple(v.lower() for v in value)
 
 
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)+(:\d{1,5})?")
+
+
+def _redirect_hosts(name: str, raw: Mapping[str, object]) -> tuple[str, ...]:
+    """Exact DNS names (`host` means port 443, `host:port` that port); no wildcards, schemes or addresses."""
+    hosts = _str_list(name, raw, "redirect_hosts")
+    for host in hosts:
+        if not _HOST.fullmatch(host) or host.replace(".", "").replace(":", "").isdigit():
+            raise ConfigError(f"sources.{name}: redirect_hosts entries are DNS names like cdn.example.com")
+    return hosts
+
+
+def _max_bytes(name: str, raw: Mapping[str, object]) -> int | None:
+    value = raw.get("max_bytes")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"sources.{name}: max_bytes must be a positive whole number of bytes")
+    return value
+
+
 def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContext) -> Source:
     if not NAME.fullmatch(name):
         raise ConfigError(f"sources.{name}: a source name is lower-case letters, digits, '-' and '_'")
@@ -134,6 +156,8 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
             base_url=f"{twilio.api_url}/2010-04-01/Accounts/{twilio.account_sid}/Recordings/",
             suffix=f".{fmt}",
             content_types=RECORDING_TYPES[fmt],
+            redirect_hosts=_redirect_hosts(name, raw),
+            max_bytes=_max_bytes(name, raw),
             auth=("basic", *twilio.auth),
         )
     if kind == "http":
@@ -142,7 +166,8 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
             kind=kind,
             base_url=_check_base_url(name, raw.get("base_url")),
             content_types=_str_list(name, raw, "content_types"),
-            redirect_hosts=_str_list(name, raw, "redirect_hosts"),
+            redirect_hosts=_redirect_hosts(name, raw),
+            max_bytes=_max_bytes(name, raw),
             auth=_auth(env, name, raw.get("auth")),
         )
     if kind == "redirect":

@@ -34,6 +34,7 @@ RECORDING = bytes(range(256)) * 4096  # 1 MiB of every byte value
 TRANSCRIPT = json.dumps({"turns": [{"speaker": "agent", "text": "Hello"}]}).encode()
 WORKER = "WK" + "2" * 32
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["hostile"]  # real misbehaving upstreams for the streaming tests (hostile, public, tls_files)
 
 
 @dataclass
