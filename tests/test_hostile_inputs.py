@@ -1,21 +1,26 @@
 """The hostile-input corpus of SECURITY-BAR.md "Bad inputs every release must survive", as one table.
 
 Each row names the input, the status SPEC.md prescribes, and what may reach the outside: `upstream` says
-whether a media store (Twilio recordings, the private storage) may be asked ("none": the fakes' request
-logs must not grow; "required": they must, which proves the counting works), `iam` whether Twilio's token
-validation may be asked. Every row also checks that the answer leaks nothing: no token, link, grant, key,
-credential or upstream URL in the body, no media bytes unless the row serves media, and the security
-headers are present.
+whether a server that must stay untouched was asked ("none": its request log must not grow; "required": it
+must, which proves the counting works), `iam` whether Twilio's token validation may be asked. The servers
+watched depend on the row's world:
 
-Redirects from an upstream and upstream faults (5xx, stalls, resets, wrong lengths, oversize bodies) are
-issue 3's and live in its own tests (see SECURITY.md); rows for them join this table once merged.
+* "core": the app of conftest; watched are the media stores (Twilio recordings, the private storage);
+* "stream": a source on the misbehaving upstream of tests/hostile.py; watched is the allowlisted *redirect
+  target* (every hop that passes the address check lands there), since the first request to the misbehaving
+  store is the fault itself.
+
+Every row also checks that the answer leaks nothing: no token, link, grant, key, credential or upstream URL
+in the body, no media bytes unless the row serves media, and the security headers are present.
+Finer-grained upstream behaviour (byte counts of seeks, header policing, TLS of hops) is in test_upstream.py.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +39,12 @@ from conftest import (
     issue_links,
     new_token,
 )
+from hostile import BLOB, HOSTILE_TOKEN, RESOLVES, mint, stream_env
 
+from resolver import config, create_app
+from resolver.guarded_http import new_guarded_session
 from resolver.signing import Link, Signer
+from resolver.upstream import StreamAborted
 
 PUBLIC = "http://127.0.0.1:5000"
 FLEX = "https://flex.twilio.com"
@@ -54,9 +63,14 @@ class World:
     grants: dict[str, str]  # source -> grant token
     audit_path: Path
 
+    storage: object = None
+
     def secrets(self) -> list[str]:
         return [self.token, *self.links.values(), *self.grants.values(), *KEYS, SERVICE_KEY, STORAGE_TOKEN,
-                AUTH_TOKEN]
+                AUTH_TOKEN, self.storage.url, ACCOUNT_SID]  # type: ignore[attr-defined]
+
+    def watched(self) -> int:
+        return len(self.twilio.media_requests) + len(self.storage.requests)  # type: ignore[attr-defined]
 
     def signed_link(self, **fields: object) -> str:
         """A link signed with the live keys but never issued by the API (an old release, a bug elsewhere)."""
@@ -96,6 +110,8 @@ class Row:
     environ: dict[str, str] = field(default_factory=dict)
     serves: bool = False  # the answer carries media
     check: Callable[[World, object], None] | None = None
+    world: str = "core"  # or "stream" (see the module docstring)
+    aborts: bool = False  # the upstream fails mid-body: the client connection must be cut, never completed
     xfail: str = ""  # a known gap in the core, with file:line; strict, so a fix turns it red until removed
 
 
@@ -128,6 +144,12 @@ def _audit_client_is_socket_address(w: World, resp: object) -> None:
 def _attachment_not_html(w: World, resp: object) -> None:
     assert resp.headers["Content-Type"] == "application/octet-stream"  # type: ignore[attr-defined]
     assert resp.headers["Content-Disposition"].startswith("attachment;")  # type: ignore[attr-defined]
+
+
+def _whole_entity_without_range(w: World, resp: object) -> None:
+    """An ignored Range: the whole entity, and the hostile header never left for the store."""
+    assert resp.data == RECORDING  # type: ignore[attr-defined]
+    assert w.twilio.media_requests[-1]["range"] is None  # type: ignore[attr-defined]
 
 
 def _cors_for_flex(resp: object) -> None:
@@ -239,13 +261,14 @@ ROWS = [
     Row("service key: wrong", "POST", lambda w: "/api/v1/links", 401, iam=False,
         headers=lambda w: {"Authorization": "Bearer " + "s" * 39 + "t"}, body=links_body(key="x")),
     # --- headers ----------------------------------------------------------------------------------------
-    Row("range: hundreds of ranges", "GET", grant(), 416, headers=lambda w: {"Range": HUNDREDS_OF_RANGES},
-        xfail="resolver/upstream.py:88 forwards any Range header to the store (the 416 is the store's); a "
-              "multi-range header should be refused or reduced before it leaves (issue 3 owns Range policy)"),
+    # RFC 9110 14.2 lets a server ignore a Range it will not serve; SPEC's 416 is for unsatisfiable ones.
+    *[Row(f"range: {name}", "GET", grant(), 200, upstream="required", serves=True,
+          headers=(lambda v: lambda w: {"Range": v})(value), check=_whole_entity_without_range)
+      for name, value in [("hundreds of ranges", HUNDREDS_OF_RANGES), ("start after end", "bytes=10-5"),
+                          ("not bytes", "items=0-1"), ("40-digit start", "bytes=" + "9" * 40 + "-")]],
     Row("range: bytes=-0", "GET", grant(), 416, upstream="any", headers=lambda w: {"Range": "bytes=-0"}),
     Row("range: start past the end", "GET", grant(), 416, upstream="any",
         headers=lambda w: {"Range": f"bytes={len(RECORDING) + 10}-"}),
-    Row("range: start after end", "GET", grant(), 416, upstream="any", headers=lambda w: {"Range": "bytes=10-5"}),
     Row("origin: null on resolve", "POST", lambda w: "/api/v1/resolve", 403, iam=False,
         headers=lambda w: {**bearer(w), "Origin": "null"}, body=resolve_body(lambda w: w.links["recordings"])),
     Row("origin: flex.twilio.com.evil.example on /p", "GET", lambda w: "/p/" + w.links["recordings"], 403,
@@ -272,6 +295,54 @@ ROWS = [
         headers=lambda w: {"Accept": "text/html"}),
 ]
 
+# --- upstream redirects and faults (world "stream") ---------------------------------------------------------------
+def hop(name: str, location: str, status: int = 302) -> Path_:
+    """A grant for a key on the misbehaving store that answers with a redirect to `location`."""
+    def path(w: World) -> str:
+        w.hostile.redirects[name] = (status, location.format(public=w.public.port))  # type: ignore[attr-defined]
+        return w.grant_path(f"redirect/{name}")  # type: ignore[attr-defined]
+    return path
+
+
+def faulty(key: str, source: str = "hostile") -> Path_:
+    return lambda w: w.grant_path(key, source)  # type: ignore[attr-defined]
+
+
+def _chain(w: World) -> str:
+    for a, b in (("c0", "c1"), ("c1", "c2"), ("c2", "c3")):
+        w.hostile.redirects[a] = (302, f"/redirect/{b}")  # type: ignore[attr-defined]
+    w.hostile.redirects["c3"] = (302, "https://public.example.test/ok/x.mp3")  # type: ignore[attr-defined]
+    return w.grant_path("redirect/c0")  # type: ignore[attr-defined]
+
+
+STREAM_ROWS = [
+    Row("redirect: control, an allowlisted public host is followed", "GET",
+        hop("ok", "https://public.example.test/ok/x.mp3"), 200, upstream="required", serves=True),
+    *[Row(f"redirect: to {name}", "GET", hop(f"bad{i}", location), 502)
+      for i, (name, location) in enumerate([
+          ("127.0.0.1", "http://127.0.0.1:{public}/ok/x.mp3"), ("169.254.169.254", "http://169.254.169.254/latest/"),
+          ("[::1]", "https://[::1]:{public}/ok/x.mp3"), ("[::ffff:127.0.0.1]", "https://[::ffff:127.0.0.1]/ok/x.mp3"),
+          ("file://", "file:///etc/passwd"), ("a host not allowlisted", "https://evil.example/ok/x.mp3"),
+          ("an allowlisted name that resolves to 10.0.0.7", "https://private.example.test/ok/x.mp3"),
+          ("an allowlisted name that resolves to the metadata address", "https://metadata.example.test/x"),
+          ("credentials smuggled in the authority", "https://public.example.test@127.0.0.1/ok/x.mp3")])],
+    Row("redirect: more than three hops", "GET", _chain, 502),
+    *[Row(f"upstream: answers {code}", "GET", faulty(f"fail/{code}"), 502, upstream="none")
+      for code in (500, 503)],
+    Row("upstream: stalls before the headers", "GET", faulty("stall-headers/x.mp3"), 504),
+    Row("upstream: stalls after the headers, before the body", "GET", faulty("stall-first/x.mp3"), 504),
+    Row("upstream: unreachable", "GET", faulty("x.mp3", "closed"), 502),
+    Row("upstream: HTML where audio was expected", "GET", faulty("html/x.mp3"), 200, serves=True,
+        check=_attachment_not_html),
+    Row("upstream: Content-Length over the limit", "GET", faulty("ok/x.mp3", "limited"), 502),
+    *[Row(f"upstream: {name}", "GET", faulty(key), 200, serves=True, aborts=True)
+      for name, key in [("stalls during the body", "stall-body/x.mp3"), ("resets mid-stream", "reset/x.mp3"),
+                        ("sends less than its Content-Length", "short/x.mp3")]],
+    Row("upstream: body over the limit without a Content-Length", "GET", faulty("no-length/x.mp3", "limited"),
+        200, serves=True, aborts=True),
+]
+ROWS += [Row(**{**r.__dict__, "world": "stream"}) for r in STREAM_ROWS]
+
 
 @pytest.fixture
 def world(app, client, twilio, storage, env) -> World:
@@ -286,35 +357,82 @@ def world(app, client, twilio, storage, env) -> World:
     names = ["recordings", "transcripts", "html", "crm"]
     links = {n: e["url"].rsplit("/", 1)[1] for n, e in zip(names, entries, strict=True)}
     w = World(client=client, app=app, twilio=twilio, token=token, links=links, grants={},
-              audit_path=Path(env["RESOLVER_AUDIT_LOG"]))
+              audit_path=Path(env["RESOLVER_AUDIT_LOG"]), storage=storage)
     w.grants = {n: w.resolve(link) for n, link in links.items()}
     return w
 
 
-@pytest.mark.parametrize("row", [pytest.param(r, id=r.name, marks=[pytest.mark.xfail(reason=r.xfail, strict=True)]
-                                              if r.xfail else []) for r in ROWS])
-def test_hostile_input(row: Row, world: World, twilio, storage):
+@dataclass
+class StreamWorld(World):
+    """The app with the misbehaving store as extra sources; redirect hops resolve through a test resolver."""
+
+    hostile: object = None
+    public: object = None
+
+    def grant_path(self, key: str, source: str = "hostile") -> str:
+        return mint(self.app.extensions["resolver"].signer, source, key)  # type: ignore[attr-defined]
+
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), HOSTILE_TOKEN, self.hostile.url, "example.test"]  # type: ignore[attr-defined]
+
+    def watched(self) -> int:
+        return len(self.public.requests)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def stream_world(env, tmp_path, twilio, storage, hostile, public, tls_files) -> Iterator[StreamWorld]:
+    app = create_app(config.from_env(stream_env(tmp_path, env, hostile.url)))
+    app.config["TESTING"] = True
+    upstream = app.extensions["resolver"].upstream
+
+    def resolve(host, port, family=0, type=0, proto=0, flags=0):  # type: ignore[no-untyped-def]
+        if host not in RESOLVES:
+            raise socket.gaierror(socket.EAI_NONAME, "unknown test host")
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+                for a in RESOLVES[host]]
+
+    upstream.hops.close()  # the same seam as test_upstream.py: whatever passes the check lands on `public`
+    upstream.hops = new_guarded_session(resolve=resolve, dial=lambda sockaddr: ("127.0.0.1", public.port))
+    upstream.hops.verify = tls_files[0]
+    yield StreamWorld(client=app.test_client(), app=app, twilio=twilio, token="", links={}, grants={},
+                      audit_path=Path(env["RESOLVER_AUDIT_LOG"]), storage=storage, hostile=hostile, public=public)
+    app.extensions["resolver"].close()
+
+
+def _param(r: Row):  # type: ignore[no-untyped-def]
+    marks = [pytest.mark.xfail(reason=r.xfail, strict=True)] if r.xfail else []
+    return pytest.param(r, id=f"{r.world}: {r.name}" if r.world != "core" else r.name, marks=marks)
+
+
+@pytest.mark.parametrize("row", [_param(r) for r in ROWS])
+def test_hostile_input(row: Row, request: pytest.FixtureRequest, twilio):
+    world: World = request.getfixturevalue("world" if row.world == "core" else "stream_world")
     path, headers = row.path(world), row.headers(world)
     body = row.body(world) if row.body else None
-    media_before, store_before, iam_before = len(twilio.media_requests), len(storage.requests), len(twilio.validations)
+    watched_before, iam_before = world.watched(), len(twilio.validations)
 
     resp = world.client.open(path, method=row.method, headers=headers, json=body,  # type: ignore[attr-defined]
-                             environ_base=dict(row.environ))
+                             environ_base=dict(row.environ), buffered=not row.aborts)
 
     assert resp.status_code == row.status, (row.name, resp.status_code, resp.data[:300])
-    upstream = len(twilio.media_requests) - media_before + len(storage.requests) - store_before
+    if row.aborts:
+        got = 0
+        with pytest.raises(StreamAborted):
+            for chunk in resp.response:
+                got += len(chunk)
+        assert got < len(BLOB)
+    upstream = world.watched() - watched_before
     if row.upstream == "none":
         assert upstream == 0, f"{row.name}: {upstream} upstream request(s) made"
     if row.upstream == "required":
         assert upstream >= 1
     if not row.iam:
         assert len(twilio.validations) == iam_before, f"{row.name}: Twilio was asked"
-    text = resp.get_data()
-    for secret in world.secrets():
+    text = b"" if row.aborts else resp.get_data()
+    for secret in filter(None, world.secrets()):
         assert secret.encode() not in text, f"{row.name}: a secret is in the body"
-    assert storage.url.encode() not in text and ACCOUNT_SID.encode() not in text
     if not row.serves:
-        assert RECORDING[:64] not in text and TRANSCRIPT not in text
+        assert RECORDING[:64] not in text and TRANSCRIPT not in text and BLOB[:64] not in text
     assert resp.headers.get("X-Content-Type-Options") == "nosniff"
     assert resp.headers.get("Cache-Control") == "no-store"
     if row.status >= 400:
@@ -324,6 +442,7 @@ def test_hostile_input(row: Row, world: World, twilio, storage):
 
 
 def test_every_bar_category_has_rows():
-    """The table covers each family of SECURITY-BAR's list (redirect/upstream-fault rows: issue 3)."""
+    """The table covers each family of SECURITY-BAR's list."""
     prefixes = {r.name.split(":")[0] for r in ROWS}
-    assert {"grant", "link", "flex token", "key", "range", "origin", "x-forwarded-for", "method"} <= prefixes
+    assert {"grant", "link", "flex token", "key", "range", "origin", "x-forwarded-for", "method", "redirect",
+            "upstream"} <= prefixes
