@@ -204,9 +204,10 @@ def start_gunicorn(env: dict[str, str], tmp_path: Path, name: str = "gunicorn") 
         try:
             if requests.get(url + "/healthz", timeout=1).status_code == 200:
                 return Gunicorn(url=url, proc=proc, log_path=log_path)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a worker still booting
             time.sleep(0.1)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
     raise RuntimeError("gunicorn did not start: " + log_path.read_text())
 
 
