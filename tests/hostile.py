@@ -107,7 +107,7 @@ class Upstream:
             "chunked-abort": self.chunked_abort, "no-length": self.no_length, "redirect": self.redirect,
             "ignore-range": self.ignore_range, "wrong-range": self.wrong_range, "drip": self.drip,
             "gone": self.gone, "stall-first": self.stall_first, "huge": self.huge, "multipart": self.multipart,
-            "gzip": self.gzip, "header-junk": self.header_junk,
+            "gzip": self.gzip, "header-junk": self.header_junk, "endless": self.endless,
         }
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -203,6 +203,12 @@ class Upstream:
         conn.sendall(response_head("410 Gone", {"Content-Length": "0"}))
 
     # --- hostile stores ---------------------------------------------------------------------------------------
+    def endless(self, conn: socket.socket, req: Request) -> None:
+        """A live stream with no end: only the reader closing the connection stops it."""
+        conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg"}))
+        while True:
+            self.send_body(conn, BLOB[:262144])
+
     def html(self, conn: socket.socket, req: Request) -> None:
         body = b"<html><script>alert(document.domain)</script></html>"
         conn.sendall(response_head("200 OK", {"Content-Type": "text/html; charset=utf-8",
@@ -213,17 +219,26 @@ class Upstream:
         body = b"internal upstream error with secret-internal-detail"
         conn.sendall(response_head(f"{status} Failure", {"Content-Length": str(len(body))}) + body)
 
+    def hold(self, conn: socket.socket) -> None:
+        """Stall: send nothing more until the peer gives up and closes (or `stall` seconds pass)."""
+        conn.settimeout(self.stall)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def stall_headers(self, conn: socket.socket, req: Request) -> None:
-        self._stop.wait(self.stall)
+        self.hold(conn)
 
     def stall_body(self, conn: socket.socket, req: Request) -> None:
         conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(BLOB))}))
         self.send_body(conn, BLOB[: 1024 * 1024])
-        self._stop.wait(self.stall)
+        self.hold(conn)
 
     def stall_first(self, conn: socket.socket, req: Request) -> None:
         conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(BLOB))}))
-        self._stop.wait(self.stall)
+        self.hold(conn)
 
     def reset_mid(self, conn: socket.socket, req: Request) -> None:
         conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(BLOB))}))

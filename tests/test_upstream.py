@@ -359,6 +359,16 @@ def test_a_failure_after_the_first_byte_aborts_the_stream(client, grant, key):
     assert 0 < got < SIZE
 
 
+def test_closing_the_client_response_closes_the_upstream_at_once(client, grant, hostile):
+    """The test holds every reference, so only an explicit close (not garbage collection) can free it."""
+    settle(hostile)
+    resp = client.get(grant("endless/live.mp3"), buffered=False)
+    chunks = iter(resp.response)
+    assert len(next(chunks)) > 0 and hostile.open_connections == 1
+    resp.close()
+    assert settle(hostile, timeout=2) == 0 or hostile.open_connections == 0
+
+
 def test_an_upstream_sending_more_than_its_content_length_is_cut_at_it(client, grant):
     resp = client.get(grant("long/x.mp3"))
     assert resp.status_code == 200 and resp.data == BLOB[:1000]
