@@ -225,6 +225,8 @@ class Upstream:
             value = got.get(name)
             if value is not None and pattern.fullmatch(value):
                 headers[name] = value
+        if "Transfer-Encoding" in got:  # a length beside chunking is a smuggling trick: trust the framing only
+            headers.pop("Content-Length", None)
         content_type, inline = served_content_type(source, got.get("Content-Type"))
         return headers, content_type, inline
 

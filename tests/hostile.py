@@ -107,7 +107,7 @@ class Upstream:
             "chunked-abort": self.chunked_abort, "no-length": self.no_length, "redirect": self.redirect,
             "ignore-range": self.ignore_range, "wrong-range": self.wrong_range, "drip": self.drip,
             "gone": self.gone, "stall-first": self.stall_first, "huge": self.huge, "multipart": self.multipart,
-            "gzip": self.gzip, "header-junk": self.header_junk, "endless": self.endless,
+            "gzip": self.gzip, "header-junk": self.header_junk, "endless": self.endless, "te-and-cl": self.te_and_cl,
         }
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -208,6 +208,11 @@ class Upstream:
         conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg"}))
         while True:
             self.send_body(conn, BLOB[:262144])
+
+    def te_and_cl(self, conn: socket.socket, req: Request) -> None:
+        """Both framings at once (a request-smuggling classic): chunked wins, the length must not be passed on."""
+        conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": "5",
+                                              "Transfer-Encoding": "chunked"}) + b"a\r\n0123456789\r\n0\r\n\r\n")
 
     def html(self, conn: socket.socket, req: Request) -> None:
         body = b"<html><script>alert(document.domain)</script></html>"

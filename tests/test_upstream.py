@@ -208,6 +208,11 @@ def test_upstream_header_junk_never_reaches_the_client(client, grant):
     assert h["Content-Security-Policy"] != "default-src *" and "evil.html" not in h["Content-Disposition"]
 
 
+def test_a_content_length_beside_chunking_is_dropped(client, grant):
+    resp = client.get(grant("te-and-cl/x.mp3"))
+    assert resp.status_code == 200 and resp.data == b"0123456789" and "Content-Length" not in resp.headers
+
+
 def test_content_encoding_passes_through_without_decoding(client, grant):
     import gzip
 
