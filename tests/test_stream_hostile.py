@@ -8,10 +8,12 @@ leave no upstream connection, file descriptor or thread behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import struct
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -28,6 +30,7 @@ def server(tmp_path_factory, twilio, storage, hostile):
     tmp = tmp_path_factory.mktemp("gunicorn-stream")
     env = {**stream_env(tmp, base_env(tmp, twilio, storage), hostile.url), "WEB_CONCURRENCY": "1"}
     srv = start_gunicorn(env, tmp, name="stream")
+    srv.audit_path = Path(env["RESOLVER_AUDIT_LOG"])  # type: ignore[attr-defined]
     yield srv
     stop_gunicorn(srv)
 
@@ -215,5 +218,8 @@ def test_a_thousand_aborted_downloads_leave_nothing_open(server, grant, hostile)
     ok = requests.get(grant("ok/call.mp3"), headers={"Range": "bytes=0-99"}, timeout=10)
     assert ok.status_code == 206 and ok.content == BLOB[:100]
     assert HOSTILE_TOKEN not in server.log()
+    records = [json.loads(line) for line in server.audit_path.read_text().splitlines()]
+    aborted = [r for r in records if r["event"] == "grant" and r.get("key") == "endless/live.mp3"]
+    assert len(aborted) == 1020 and all(r["outcome"] == "served" and r["complete"] is False for r in aborted)
     print(f"1000 aborted downloads in {elapsed:.1f}s; upstream connections open at most {peak}; "
           f"worker fds {before_fds} -> {fds(pid)}")

@@ -422,3 +422,37 @@ def test_twilio_recordings_per_format_and_channels(client, grant, twilio, source
     seen = twilio.media_requests[-1]
     assert seen["path"].endswith(f"/Recordings/{RECORDING_SID}{suffix}") and seen["args"] == args
     assert seen["authorized"] and seen["range"] == "bytes=0-99"
+
+
+# --- the audit record of each stream ----------------------------------------------------------------------------
+def grant_records(env) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    lines = Path(env["RESOLVER_AUDIT_LOG"]).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == "grant"]
+
+
+def test_streams_are_audited_with_bytes_range_and_completeness(client, grant, env, hostile):
+    resp = client.get(grant("ok/call.mp3"))
+    assert len(resp.data) == SIZE
+    resp.close()  # what a WSGI server does at the end of a response
+    full = grant_records(env)[-1]
+    assert (full["outcome"], full["status"], full["bytes"], full["complete"]) == ("served", 200, SIZE, True)
+    resp = client.get(grant("ok/call.mp3"), headers={"Range": "bytes=10-19"})
+    assert resp.data == BLOB[10:20]
+    resp.close()
+    part = grant_records(env)[-1]
+    assert (part["status"], part["bytes"], part["range"], part["complete"]) == (206, 10, "bytes=10-19", True)
+    resp = client.get(grant("stall-body/x.mp3"), buffered=False)
+    with pytest.raises(StreamAborted):
+        for _ in resp.response:
+            pass
+    resp.close()
+    cut = grant_records(env)[-1]
+    assert cut["outcome"] == "served" and cut["complete"] is False and 0 < cut["bytes"] < SIZE
+    hostile.redirects["audit"] = (302, "http://169.254.169.254/")
+    client.get(grant("redirect/audit"))
+    refused = grant_records(env)[-1]
+    assert (refused["outcome"], refused["reason"], refused["status"]) == ("refused", "upstream_redirect_refused", 502)
+    assert all(HOSTILE_TOKEN not in str(r) for r in grant_records(env))
