@@ -456,3 +456,64 @@ def test_streams_are_audited_with_bytes_range_and_completeness(client, grant, en
     refused = grant_records(env)[-1]
     assert (refused["outcome"], refused["reason"], refused["status"]) == ("refused", "upstream_redirect_refused", 502)
     assert all(HOSTILE_TOKEN not in str(r) for r in grant_records(env))
+
+
+# --- the rest of SECURITY-BAR's "Headers" row, on the grant endpoint --------------------------------------------
+@pytest.mark.parametrize("origin", ["null", "https://flex.twilio.com.evil.example", "https://evil.example", "*"])
+def test_foreign_origins_get_no_media_and_no_cors(client, grant, origin):
+    resp = client.get(grant("ok/call.mp3"), headers={"Origin": origin, "Range": "bytes=0-99"})
+    assert resp.status_code == 403 and "Access-Control-Allow-Origin" not in resp.headers
+    assert BLOB[:100] not in resp.data
+
+
+def test_the_flex_origin_gets_cors_on_a_range(client, grant):
+    resp = client.get(grant("ok/call.mp3"), headers={"Origin": "https://flex.twilio.com", "Range": "bytes=0-99"})
+    assert resp.status_code == 206 and resp.headers["Access-Control-Allow-Origin"] == "https://flex.twilio.com"
+    assert "Content-Range" in resp.headers["Access-Control-Expose-Headers"]
+
+
+def test_a_forged_forwarded_for_is_neither_believed_nor_passed_on(client, grant, env, hostile):
+    resp = client.get(grant("ok/call.mp3"), headers={"X-Forwarded-For": "6.6.6.6", "Range": "bytes=0-0"})
+    assert resp.status_code == 206
+    resp.close()
+    assert grant_records(env)[-1]["client"] == "127.0.0.1"
+    assert "x-forwarded-for" not in last(hostile).headers
+
+
+# --- configuration of the streaming proxy -----------------------------------------------------------------------
+def load(env, tmp_path, extra: str, **more: str):
+    from pathlib import Path
+
+    path = tmp_path / "cfg-sources.toml"
+    path.write_text(Path(env["RESOLVER_SOURCES"]).read_text() + extra)
+    return config.from_env({**env, "RESOLVER_SOURCES": str(path), **more})
+
+
+def test_stream_settings_and_source_options(env, tmp_path):
+    s = load(env, tmp_path, '\n[sources.tw]\nkind = "twilio-recording"\nredirect_hosts = ["media.example.com"]\n'
+             'max_bytes = 5000\n', RESOLVER_MAX_MEDIA_BYTES="100000", RESOLVER_UPSTREAM_IDLE_TIMEOUT="7.5",
+             RESOLVER_UPSTREAM_CONNECT_TIMEOUT="2")
+    assert s.sources["tw"].redirect_hosts == ("media.example.com",) and s.sources["tw"].max_bytes == 5000
+    assert (s.max_media_bytes, s.read_timeout, s.connect_timeout) == (100000, 7.5, 2.0)
+    defaults = config.from_env(env)
+    assert defaults.max_media_bytes is None and defaults.read_timeout == 20.0
+
+
+@pytest.mark.parametrize("hosts", ['["*.example.com"]', '["https://cdn.example.com"]', '["10.0.0.1"]', '["cdn"]',
+                                   '["cdn.example.com/path"]', '["user@cdn.example.com"]', '[""]'])
+def test_redirect_hosts_are_exact_dns_names(env, tmp_path, hosts):
+    with pytest.raises(config.ConfigError, match="redirect_hosts"):
+        load(env, tmp_path, f'\n[sources.bad]\nkind = "http"\nbase_url = "https://s.example.com/"\n'
+                            f"redirect_hosts = {hosts}\n")
+
+
+@pytest.mark.parametrize(("extra", "more"), [
+    ('\n[sources.bad]\nkind = "http"\nbase_url = "https://s.example.com/"\nmax_bytes = 0\n', {}),
+    ('\n[sources.bad]\nkind = "http"\nbase_url = "https://s.example.com/"\nmax_bytes = "1MB"\n', {}),
+    ("", {"RESOLVER_MAX_MEDIA_BYTES": "-1"}),
+    ("", {"RESOLVER_UPSTREAM_IDLE_TIMEOUT": "forever"}),
+    ("", {"RESOLVER_UPSTREAM_CONNECT_TIMEOUT": "0"}),
+])
+def test_bad_limits_stop_start_up(env, tmp_path, extra, more):
+    with pytest.raises(config.ConfigError):
+        load(env, tmp_path, extra, **more)
