@@ -361,6 +361,13 @@ auth = {{ type = "bearer", token_env = "HOSTILE_TOKEN" }}
 content_types = ["audio/mpeg"]
 redirect_hosts = [{hosts}]
 
+[sources.basic]
+kind = "http"
+base_url = "{hostile_url}/"
+auth = {{ type = "basic", user_env = "HOSTILE_USER", password_env = "HOSTILE_PASSWORD" }}
+content_types = ["audio/mpeg"]
+redirect_hosts = ["public.example.test"]
+
 [sources.limited]
 kind = "http"
 base_url = "{hostile_url}/"
@@ -405,7 +412,8 @@ def stream_env(tmp_path, base: dict[str, str], hostile_url: str) -> dict[str, st
 
     path = tmp_path / "stream-sources.toml"
     path.write_text(Path(base["RESOLVER_SOURCES"]).read_text() + sources_toml(hostile_url))
-    return {**base, "RESOLVER_SOURCES": str(path), "HOSTILE_TOKEN": HOSTILE_TOKEN,
+    return {**base, "RESOLVER_SOURCES": str(path), "HOSTILE_TOKEN": HOSTILE_TOKEN, "HOSTILE_USER": "store-user",
+            "HOSTILE_PASSWORD": "store-password-" + "p" * 16,
             "RESOLVER_UPSTREAM_IDLE_TIMEOUT": "1", "RESOLVER_UPSTREAM_CONNECT_TIMEOUT": "1"}
 
 

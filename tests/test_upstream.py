@@ -292,6 +292,14 @@ def test_an_allowlisted_public_host_is_followed_without_credentials(client, gran
     assert hashlib.sha256(full.data).hexdigest() == BLOB_SHA
 
 
+def test_basic_auth_stays_on_the_base_origin_too(client, grant, hostile, public):
+    key = redirect_to(hostile, "basic", "https://public.example.test/ok/b.mp3")
+    resp = client.get(grant(key, source="basic"), headers={"Range": "bytes=0-9"})
+    assert resp.status_code == 206 and resp.data == BLOB[:10]
+    assert last(hostile).headers["authorization"].startswith("Basic ")
+    assert "authorization" not in last(public).headers
+
+
 def test_a_hop_whose_certificate_does_not_name_the_host_fails(client, grant, hostile):
     resp = client.get(grant(redirect_to(hostile, "mitm", "https://other.example.test/ok/x.mp3")))
     assert resp.status_code == 502 and resp.get_json()["error"]["code"] == "upstream_error"
