@@ -17,7 +17,7 @@ from .flex_auth import TokenValidator
 from .signing import Signer
 from .store import Store, open_store
 from .upstream import Upstream, new_session
-from .views import api, docs, media
+from .views import api, docs, media, revocations, tasks
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
 
@@ -50,10 +50,18 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     register_errors(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
+    app.register_blueprint(tasks.bp)
+    app.register_blueprint(revocations.bp)
     app.register_blueprint(docs.bp)
     own_origin = settings.public_url.split("/", 3)[:3]
     _wire_request_hooks(app, settings, "/".join(own_origin))
     return app
+
+
+def _csp(resp: Response) -> str:
+    if resp.mimetype == "text/html":
+        return policy.PAGE_CSP if request.endpoint == "static" else policy.ERROR_PAGE_CSP
+    return policy.MEDIA_CSP if request.endpoint == "media.grant" else policy.DEFAULT_CSP
 
 
 def _wire_request_hooks(app: Flask, settings: config.Settings, own_origin: str) -> None:
@@ -70,10 +78,7 @@ def _wire_request_hooks(app: Flask, settings: config.Settings, own_origin: str) 
     def _finish(resp: Response) -> Response:
         for name, value in policy.COMMON_HEADERS.items():
             resp.headers.setdefault(name, value)
-        is_page = resp.mimetype == "text/html" and request.endpoint == "static"
-        csp = policy.PAGE_CSP if is_page else policy.MEDIA_CSP if request.endpoint == "media.grant" else (
-            policy.DEFAULT_CSP)
-        resp.headers.setdefault("Content-Security-Policy", csp)
+        resp.headers.setdefault("Content-Security-Policy", _csp(resp))
         if request.endpoint != "static":
             resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Request-Id"] = g.get("request_id", "")

@@ -42,6 +42,7 @@ ERRORS: dict[str, dict[str, Any]] = {
     "404": _error("A link that does not verify or names an unknown source (the same answer for both); "
                   "media no longer at its store; service endpoints when no service key is configured."),
     "405": _error("Another method.", {"Allow": {"schema": {"type": "string"}, "required": True}}),
+    "409": _error("The task is closed, changed meanwhile, or its attributes cannot be merged."),
     "414": _error("The request line is longer than the server accepts (gunicorn's limit, before the app)."),
     "416": _error("Unsatisfiable range."),
     "429": _error("Rate limited.", {"Retry-After": {"schema": {"type": "string", "pattern": r"^[0-9]+$"},
@@ -126,6 +127,46 @@ SCHEMAS: dict[str, Any] = {
             "type": {"type": "string"},
             "title": {"type": "string"},
         },
+    },
+    "AttachRequest": {
+        "type": "object",
+        "required": ["workspace_sid"],
+        "properties": {
+            "workspace_sid": {"type": "string", "pattern": r"^WS[0-9a-f]{32}$"},
+            "media": {"type": "array", "maxItems": MAX_ENTRIES, "items": _ref("MediaSpec")},
+            "keep_defaults": {"type": "boolean", "description": "Keep the task's own recording and transcript."},
+        },
+    },
+    "AttachResponse": {
+        "type": "object",
+        "required": ["task_sid", "written", "added", "media"],
+        "properties": {
+            "task_sid": {"type": "string", "pattern": SID["task"]},
+            "written": {"type": "boolean"},
+            "added": {"type": "integer", "minimum": 0},
+            "media": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "RevocationRequest": {
+        "type": "object",
+        "description": "Exactly one of the properties.",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "properties": {
+            "link": {"type": "string", "description": "A drilldown or provider link of this resolver."},
+            "task_sid": {"type": "string", "pattern": SID["task"]},
+            "subject": {"type": "string", "description": "A Flex identity."},
+            "all_before": {"type": "string", "description": "ISO 8601 UTC, or \"now\"."},
+        },
+    },
+    "RevocationResponse": {
+        "type": "object",
+        "required": ["revocation"],
+        "properties": {"revocation": {
+            "type": "object",
+            "required": ["kind", "value", "at"],
+            "properties": {"kind": {"type": "string"}, "value": {"type": "string"}, "at": {}},
+        }},
     },
     "ProviderResponse": {
         "type": "object",
@@ -217,6 +258,34 @@ def document(public_url: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "Entries, in the order given.",
                                       "content": {JSON: {"schema": _ref("LinksResponse")}}},
                               **errors(400, 401, 404, 405)},
+            }},
+            "/api/v1/tasks/{task_sid}/media": {"post": {
+                "summary": "Write media entries into a TaskRouter task, keeping its other attributes",
+                "security": [{"serviceKey": []}],
+                "parameters": [{"name": "task_sid", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": SID["task"]}}],
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("AttachRequest")}}},
+                "responses": {"200": {"description": "The task's media after the merge.",
+                                      "content": {JSON: {"schema": _ref("AttachResponse")}}},
+                              **errors(400, 401, 404, 405, 409, 502, 504)},
+            }},
+            "/api/v1/revocations": {"post": {
+                "summary": "Revoke a link, a task, a Flex identity, or everything issued before a time",
+                "security": [{"serviceKey": []}],
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("RevocationRequest")}}},
+                "responses": {"201": {"description": "Recorded; every instance refuses from now on.",
+                                      "content": {JSON: {"schema": _ref("RevocationResponse")}}},
+                              **errors(400, 401, 404, 405)},
+            }},
+            "/hooks/taskrouter": {"post": {
+                "summary": "TaskRouter's EventCallbackUrl: attach media before the task is deleted",
+                "security": [],
+                "parameters": [{"name": "X-Twilio-Signature", "in": "header", "required": False,
+                                "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}},
+                "responses": {"204": {"description": "Handled (or an event it ignores)."},
+                              **errors(400, 403, 404, 405, 409, 502, 504)},
             }},
             "/api/v1/resolve": {
                 "post": {

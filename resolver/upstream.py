@@ -198,8 +198,9 @@ class Upstream:
             raise
         limit = _limit(self.settings, source)
         body = self._body(source, up, first, chunks, transfer, limit)
-        resp = Response(body, status=up.status_code, headers=headers, content_type=content_type,
-                        direct_passthrough=True)
+        # Not direct_passthrough: werkzeug then wraps the body so close() reaches us (and call_on_close runs)
+        # when the stream ends or the client goes away.
+        resp = Response(body, status=up.status_code, headers=headers, content_type=content_type)
         resp.call_on_close(up.close)
         return resp
 
@@ -225,6 +226,8 @@ class Upstream:
             value = got.get(name)
             if value is not None and pattern.fullmatch(value):
                 headers[name] = value
+        if "Transfer-Encoding" in got:  # a length beside chunking is a smuggling trick: trust the framing only
+            headers.pop("Content-Length", None)
         content_type, inline = served_content_type(source, got.get("Content-Type"))
         return headers, content_type, inline
 

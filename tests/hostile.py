@@ -107,7 +107,7 @@ class Upstream:
             "chunked-abort": self.chunked_abort, "no-length": self.no_length, "redirect": self.redirect,
             "ignore-range": self.ignore_range, "wrong-range": self.wrong_range, "drip": self.drip,
             "gone": self.gone, "stall-first": self.stall_first, "huge": self.huge, "multipart": self.multipart,
-            "gzip": self.gzip, "header-junk": self.header_junk,
+            "gzip": self.gzip, "header-junk": self.header_junk, "endless": self.endless, "te-and-cl": self.te_and_cl,
         }
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -203,6 +203,17 @@ class Upstream:
         conn.sendall(response_head("410 Gone", {"Content-Length": "0"}))
 
     # --- hostile stores ---------------------------------------------------------------------------------------
+    def endless(self, conn: socket.socket, req: Request) -> None:
+        """A live stream with no end: only the reader closing the connection stops it."""
+        conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg"}))
+        while True:
+            self.send_body(conn, BLOB[:262144])
+
+    def te_and_cl(self, conn: socket.socket, req: Request) -> None:
+        """Both framings at once (a request-smuggling classic): chunked wins, the length must not be passed on."""
+        conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": "5",
+                                              "Transfer-Encoding": "chunked"}) + b"a\r\n0123456789\r\n0\r\n\r\n")
+
     def html(self, conn: socket.socket, req: Request) -> None:
         body = b"<html><script>alert(document.domain)</script></html>"
         conn.sendall(response_head("200 OK", {"Content-Type": "text/html; charset=utf-8",
@@ -213,17 +224,26 @@ class Upstream:
         body = b"internal upstream error with secret-internal-detail"
         conn.sendall(response_head(f"{status} Failure", {"Content-Length": str(len(body))}) + body)
 
+    def hold(self, conn: socket.socket) -> None:
+        """Stall: send nothing more until the peer gives up and closes (or `stall` seconds pass)."""
+        conn.settimeout(self.stall)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def stall_headers(self, conn: socket.socket, req: Request) -> None:
-        self._stop.wait(self.stall)
+        self.hold(conn)
 
     def stall_body(self, conn: socket.socket, req: Request) -> None:
         conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(BLOB))}))
         self.send_body(conn, BLOB[: 1024 * 1024])
-        self._stop.wait(self.stall)
+        self.hold(conn)
 
     def stall_first(self, conn: socket.socket, req: Request) -> None:
         conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(BLOB))}))
-        self._stop.wait(self.stall)
+        self.hold(conn)
 
     def reset_mid(self, conn: socket.socket, req: Request) -> None:
         conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(BLOB))}))
@@ -341,6 +361,13 @@ auth = {{ type = "bearer", token_env = "HOSTILE_TOKEN" }}
 content_types = ["audio/mpeg"]
 redirect_hosts = [{hosts}]
 
+[sources.basic]
+kind = "http"
+base_url = "{hostile_url}/"
+auth = {{ type = "basic", user_env = "HOSTILE_USER", password_env = "HOSTILE_PASSWORD" }}
+content_types = ["audio/mpeg"]
+redirect_hosts = ["public.example.test"]
+
 [sources.limited]
 kind = "http"
 base_url = "{hostile_url}/"
@@ -385,7 +412,8 @@ def stream_env(tmp_path, base: dict[str, str], hostile_url: str) -> dict[str, st
 
     path = tmp_path / "stream-sources.toml"
     path.write_text(Path(base["RESOLVER_SOURCES"]).read_text() + sources_toml(hostile_url))
-    return {**base, "RESOLVER_SOURCES": str(path), "HOSTILE_TOKEN": HOSTILE_TOKEN,
+    return {**base, "RESOLVER_SOURCES": str(path), "HOSTILE_TOKEN": HOSTILE_TOKEN, "HOSTILE_USER": "store-user",
+            "HOSTILE_PASSWORD": "store-password-" + "p" * 16,
             "RESOLVER_UPSTREAM_IDLE_TIMEOUT": "1", "RESOLVER_UPSTREAM_CONNECT_TIMEOUT": "1"}
 
 

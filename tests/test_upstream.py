@@ -208,6 +208,11 @@ def test_upstream_header_junk_never_reaches_the_client(client, grant):
     assert h["Content-Security-Policy"] != "default-src *" and "evil.html" not in h["Content-Disposition"]
 
 
+def test_a_content_length_beside_chunking_is_dropped(client, grant):
+    resp = client.get(grant("te-and-cl/x.mp3"))
+    assert resp.status_code == 200 and resp.data == b"0123456789" and "Content-Length" not in resp.headers
+
+
 def test_content_encoding_passes_through_without_decoding(client, grant):
     import gzip
 
@@ -287,6 +292,14 @@ def test_an_allowlisted_public_host_is_followed_without_credentials(client, gran
     assert hashlib.sha256(full.data).hexdigest() == BLOB_SHA
 
 
+def test_basic_auth_stays_on_the_base_origin_too(client, grant, hostile, public):
+    key = redirect_to(hostile, "basic", "https://public.example.test/ok/b.mp3")
+    resp = client.get(grant(key, source="basic"), headers={"Range": "bytes=0-9"})
+    assert resp.status_code == 206 and resp.data == BLOB[:10]
+    assert last(hostile).headers["authorization"].startswith("Basic ")
+    assert "authorization" not in last(public).headers
+
+
 def test_a_hop_whose_certificate_does_not_name_the_host_fails(client, grant, hostile):
     resp = client.get(grant(redirect_to(hostile, "mitm", "https://other.example.test/ok/x.mp3")))
     assert resp.status_code == 502 and resp.get_json()["error"]["code"] == "upstream_error"
@@ -359,6 +372,16 @@ def test_a_failure_after_the_first_byte_aborts_the_stream(client, grant, key):
     assert 0 < got < SIZE
 
 
+def test_closing_the_client_response_closes_the_upstream_at_once(client, grant, hostile):
+    """The test holds every reference, so only an explicit close (not garbage collection) can free it."""
+    settle(hostile)
+    resp = client.get(grant("endless/live.mp3"), buffered=False)
+    chunks = iter(resp.response)
+    assert len(next(chunks)) > 0 and hostile.open_connections == 1
+    resp.close()
+    assert settle(hostile, timeout=2) == 0 or hostile.open_connections == 0
+
+
 def test_an_upstream_sending_more_than_its_content_length_is_cut_at_it(client, grant):
     resp = client.get(grant("long/x.mp3"))
     assert resp.status_code == 200 and resp.data == BLOB[:1000]
@@ -407,3 +430,98 @@ def test_twilio_recordings_per_format_and_channels(client, grant, twilio, source
     seen = twilio.media_requests[-1]
     assert seen["path"].endswith(f"/Recordings/{RECORDING_SID}{suffix}") and seen["args"] == args
     assert seen["authorized"] and seen["range"] == "bytes=0-99"
+
+
+# --- the audit record of each stream ----------------------------------------------------------------------------
+def grant_records(env) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    lines = Path(env["RESOLVER_AUDIT_LOG"]).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == "grant"]
+
+
+def test_streams_are_audited_with_bytes_range_and_completeness(client, grant, env, hostile):
+    resp = client.get(grant("ok/call.mp3"))
+    assert len(resp.data) == SIZE
+    resp.close()  # what a WSGI server does at the end of a response
+    full = grant_records(env)[-1]
+    assert (full["outcome"], full["status"], full["bytes"], full["complete"]) == ("served", 200, SIZE, True)
+    resp = client.get(grant("ok/call.mp3"), headers={"Range": "bytes=10-19"})
+    assert resp.data == BLOB[10:20]
+    resp.close()
+    part = grant_records(env)[-1]
+    assert (part["status"], part["bytes"], part["range"], part["complete"]) == (206, 10, "bytes=10-19", True)
+    resp = client.get(grant("stall-body/x.mp3"), buffered=False)
+    with pytest.raises(StreamAborted):
+        for _ in resp.response:
+            pass
+    resp.close()
+    cut = grant_records(env)[-1]
+    assert cut["outcome"] == "served" and cut["complete"] is False and 0 < cut["bytes"] < SIZE
+    hostile.redirects["audit"] = (302, "http://169.254.169.254/")
+    client.get(grant("redirect/audit"))
+    refused = grant_records(env)[-1]
+    assert (refused["outcome"], refused["reason"], refused["status"]) == ("refused", "upstream_redirect_refused", 502)
+    assert all(HOSTILE_TOKEN not in str(r) for r in grant_records(env))
+
+
+# --- the rest of SECURITY-BAR's "Headers" row, on the grant endpoint --------------------------------------------
+@pytest.mark.parametrize("origin", ["null", "https://flex.twilio.com.evil.example", "https://evil.example", "*"])
+def test_foreign_origins_get_no_media_and_no_cors(client, grant, origin):
+    resp = client.get(grant("ok/call.mp3"), headers={"Origin": origin, "Range": "bytes=0-99"})
+    assert resp.status_code == 403 and "Access-Control-Allow-Origin" not in resp.headers
+    assert BLOB[:100] not in resp.data
+
+
+def test_the_flex_origin_gets_cors_on_a_range(client, grant):
+    resp = client.get(grant("ok/call.mp3"), headers={"Origin": "https://flex.twilio.com", "Range": "bytes=0-99"})
+    assert resp.status_code == 206 and resp.headers["Access-Control-Allow-Origin"] == "https://flex.twilio.com"
+    assert "Content-Range" in resp.headers["Access-Control-Expose-Headers"]
+
+
+def test_a_forged_forwarded_for_is_neither_believed_nor_passed_on(client, grant, env, hostile):
+    resp = client.get(grant("ok/call.mp3"), headers={"X-Forwarded-For": "6.6.6.6", "Range": "bytes=0-0"})
+    assert resp.status_code == 206
+    resp.close()
+    assert grant_records(env)[-1]["client"] == "127.0.0.1"
+    assert "x-forwarded-for" not in last(hostile).headers
+
+
+# --- configuration of the streaming proxy -----------------------------------------------------------------------
+def load(env, tmp_path, extra: str, **more: str):
+    from pathlib import Path
+
+    path = tmp_path / "cfg-sources.toml"
+    path.write_text(Path(env["RESOLVER_SOURCES"]).read_text() + extra)
+    return config.from_env({**env, "RESOLVER_SOURCES": str(path), **more})
+
+
+def test_stream_settings_and_source_options(env, tmp_path):
+    s = load(env, tmp_path, '\n[sources.tw]\nkind = "twilio-recording"\nredirect_hosts = ["media.example.com"]\n'
+             'max_bytes = 5000\n', RESOLVER_MAX_MEDIA_BYTES="100000", RESOLVER_UPSTREAM_IDLE_TIMEOUT="7.5",
+             RESOLVER_UPSTREAM_CONNECT_TIMEOUT="2")
+    assert s.sources["tw"].redirect_hosts == ("media.example.com",) and s.sources["tw"].max_bytes == 5000
+    assert (s.max_media_bytes, s.read_timeout, s.connect_timeout) == (100000, 7.5, 2.0)
+    defaults = config.from_env(env)
+    assert defaults.max_media_bytes is None and defaults.read_timeout == 20.0
+
+
+@pytest.mark.parametrize("hosts", ['["*.example.com"]', '["https://cdn.example.com"]', '["10.0.0.1"]', '["cdn"]',
+                                   '["cdn.example.com/path"]', '["user@cdn.example.com"]', '[""]'])
+def test_redirect_hosts_are_exact_dns_names(env, tmp_path, hosts):
+    with pytest.raises(config.ConfigError, match="redirect_hosts"):
+        load(env, tmp_path, f'\n[sources.bad]\nkind = "http"\nbase_url = "https://s.example.com/"\n'
+                            f"redirect_hosts = {hosts}\n")
+
+
+@pytest.mark.parametrize(("extra", "more"), [
+    ('\n[sources.bad]\nkind = "http"\nbase_url = "https://s.example.com/"\nmax_bytes = 0\n', {}),
+    ('\n[sources.bad]\nkind = "http"\nbase_url = "https://s.example.com/"\nmax_bytes = "1MB"\n', {}),
+    ("", {"RESOLVER_MAX_MEDIA_BYTES": "-1"}),
+    ("", {"RESOLVER_UPSTREAM_IDLE_TIMEOUT": "forever"}),
+    ("", {"RESOLVER_UPSTREAM_CONNECT_TIMEOUT": "0"}),
+])
+def test_bad_limits_stop_start_up(env, tmp_path, extra, more):
+    with pytest.raises(config.ConfigError):
+        load(env, tmp_path, extra, **more)
