@@ -117,9 +117,9 @@ def test_generated_requests_never_fail_the_server_and_match_the_document(api_sch
     @given(case=api_schema[path][method].as_strategy(generation_mode=mode))
     @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def run(case):  # type: ignore[no-untyped-def]
-        if path in credentials:
-            case.headers = {**(case.headers or {}), "Authorization": credentials[path]}
-        response = case.call_and_validate(timeout=10)
+        # passed as explicit headers, so schemathesis knows they are valid and probes without them itself
+        auth = {"Authorization": credentials[path]} if path in credentials else None
+        response = case.call_and_validate(headers=auth, timeout=10)
         assert response.status_code not in (500, 501), response.text[:300]
 
     run()
