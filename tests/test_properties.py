@@ -19,6 +19,7 @@ import ipaddress
 import re
 import string
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from unittest import mock
 from urllib.parse import unquote
 
 import pytest
@@ -231,6 +232,24 @@ def test_a_key_a_source_accepts_never_leaves_its_base_url(source, key):
     except BadRequest:
         return
     assert_confined(source, key, url)
+
+
+@FAST
+@given(source=st.sampled_from(HTTP_SOURCES), key=hostile_keys)
+@example(source=HTTP_SOURCES[0], key="../../x")
+@example(source=HTTP_SOURCES[1], key="a/../../../b")
+def test_the_fetching_parser_check_alone_keeps_keys_under_base_url(source, key):
+    """Defence in depth: with the key alphabet check switched off, the parse_url proof still holds alone."""
+    with mock.patch("resolver.sources.check_key", lambda source, key: key):
+        try:
+            url = upstream_url(source, key)
+        except BadRequest:
+            return
+    base = parse_url(source.base_url)
+    for candidate in (url, sent_url(url)):
+        built = parse_url(candidate)
+        assert (built.scheme, built.host, built.port, built.auth) == (base.scheme, base.host, base.port, None)
+        assert built.path.startswith(base.path), candidate
 
 
 @FAST
