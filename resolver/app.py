@@ -15,7 +15,7 @@ from .flex_auth import TokenValidator
 from .signing import Signer
 from .store import Store, open_store
 from .upstream import Upstream, new_session
-from .views import api, media, revocations, tasks
+from .views import api, docs, media, revocations, tasks
 
 
 def static_folder() -> str:
@@ -54,6 +54,7 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     app.register_blueprint(media.bp)
     app.register_blueprint(tasks.bp)
     app.register_blueprint(revocations.bp)
+    app.register_blueprint(docs.bp)
     own_origin = settings.public_url.split("/", 3)[:3]
     _wire_request_hooks(app, settings, "/".join(own_origin))
     return app

@@ -82,6 +82,19 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _number(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e15:
+        raise ConfigError(f"{name} must be a positive number")
+    return value
+
+
 def _count(env: Mapping[str, str], name: str) -> int:
     raw = env.get(name, "").strip() or "0"
     if not raw.isdigit() or int(raw) > 5:
@@ -172,4 +185,15 @@ def from_env(env: Mapping[str, str] | None = None, *, instance_path: str = "inst
         audit_log=env.get("RESOLVER_AUDIT_LOG", "").strip() or "-",
         trusted_proxies=_count(env, "RESOLVER_TRUSTED_PROXIES"),
         metrics_token=_metrics_token(env),
+        **_upstream_limits(env),
     )
+
+
+def _upstream_limits(env: Mapping[str, str]) -> dict[str, float | int | None]:
+    """Optional knobs for the streaming proxy; the defaults suit Twilio and cloud stores."""
+    max_bytes = _number(env, "RESOLVER_MAX_MEDIA_BYTES", None)
+    return {
+        "connect_timeout": _number(env, "RESOLVER_UPSTREAM_CONNECT_TIMEOUT", Settings.connect_timeout),
+        "read_timeout": _number(env, "RESOLVER_UPSTREAM_IDLE_TIMEOUT", Settings.read_timeout),
+        "max_media_bytes": int(max_bytes) if max_bytes is not None else None,
+    }

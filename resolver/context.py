@@ -28,6 +28,7 @@ class Context:
     def close(self) -> None:
         """Release sockets and files (tests and the demo build many apps in one process)."""
         self.http.close()
+        self.upstream.close()
         self.store.close()
         self.audit.close()
 

@@ -36,6 +36,8 @@ class MediaSpec:
         if set(raw) - allowed:
             raise BadRequest("A media entry has unknown fields.", code="bad_media")
         values = {k: raw[k] for k in allowed if k in raw}
+        if "type" not in values:
+            raise BadRequest("Each media entry needs a 'type'.", code="bad_media")
         for name in ("type", "source", "key", "title", "sid", "start_time"):
             if name in values and not isinstance(values[name], str):
                 raise BadRequest(f"The media field '{name}' must be a string.", code="bad_media")

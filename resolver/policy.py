@@ -6,10 +6,40 @@ A reviewer should be able to read this file alone and know what the resolver let
 from __future__ import annotations
 
 # Request headers a client may pass to an upstream (everything else, cookies and auth included, stays here).
-REQUEST_HEADERS_TO_UPSTREAM = ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
+# Range is forwarded only as one range rebuilt from its parsed numbers (http_range.py), If-Range only with it;
+# each value must match its pattern or it is dropped.
+REQUEST_HEADERS_TO_UPSTREAM = {
+    "If-None-Match": r'(W/)?"[\x21\x23-\x7e]{0,200}"(\s*,\s*(W/)?"[\x21\x23-\x7e]{0,200}"){0,15}|\*',
+    "If-Modified-Since": r"[A-Za-z0-9 ,:-]{1,64}",
+    "If-Range": r'(W/)?"[\x21\x23-\x7e]{0,200}"|[A-Za-z0-9 ,:-]{1,64}',
+}
+# A Range header longer than this is not a single range: it is ignored and the whole entity served (200).
+MAX_RANGE_HEADER = 100
 
-# Response headers an upstream may pass to the client. Content-Type is decided by CONTENT_TYPE policy.
-RESPONSE_HEADERS_FROM_UPSTREAM = ("Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified")
+# Response headers an upstream may pass to the client, each only if its value matches the pattern.
+# Content-Type is decided by the content-type allowlist, Content-Disposition and caching by us.
+RESPONSE_HEADERS_FROM_UPSTREAM = {
+    "Content-Length": r"\d{1,18}",
+    "Content-Range": r"bytes (\d{1,18}-\d{1,18}|\*)/(\d{1,18}|\*)",
+    "Accept-Ranges": r"bytes|none",
+    "ETag": r'(W/)?"[\x21\x23-\x7e]{0,200}"',
+    "Last-Modified": r"[A-Za-z0-9 ,:-]{1,64}",
+    "Content-Encoding": r"gzip|br|deflate|zstd",
+}
+# Upstream statuses passed on as they are; everything else becomes one of our errors.
+PASSED_STATUSES = (200, 206, 304)
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+# Redirects from an upstream are followed by our code, at most this many hops, https only, only to the
+# source's redirect_hosts (plus TWILIO_MEDIA_HOSTS for twilio-recording), to public addresses only, and never
+# with our credentials unless the hop stays on the base_url's own origin.
+MAX_REDIRECTS = 3
+# Where Twilio sends recording media: the API host itself and its media CDN (signed, short-lived URLs that
+# need no credentials). A deployment that sees another host adds it with `redirect_hosts` in the TOML.
+TWILIO_MEDIA_HOSTS = ("api.twilio.com", "media.twiliocdn.com")
+
+# Streaming: read this much per upstream read (large, so the body loop costs almost nothing per byte).
+STREAM_CHUNK = 256 * 1024
 
 # Media is passed through byte for byte: never let requests/urllib3 decompress it.
 UPSTREAM_REQUEST_DEFAULTS = {"Accept-Encoding": "identity", "User-Agent": "flex-media-resolver"}
@@ -57,3 +87,44 @@ NEVER_ALLOWED_ORIGINS = ("null", "*")
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Range, If-Range, If-None-Match, If-Modified-Since"
 CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified, X-Request-Id"
 CORS_MAX_AGE = "600"
+
+# SSRF: addresses the resolver never connects to after a redirect (checked on the resolved address, see
+# netguard.py). Everything that is not plainly a public unicast address is here; Python's `is_global`
+# misses multicast, NAT64 and 6to4, so the list is explicit.
+BLOCKED_NETWORKS = (
+    # IPv4
+    "0.0.0.0/8",  # "this network", includes the unspecified 0.0.0.0
+    "10.0.0.0/8",  # private
+    "100.64.0.0/10",  # carrier-grade NAT (shared address space)
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local, cloud metadata (169.254.169.254)
+    "172.16.0.0/12",  # private
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.0.2.0/24",  # documentation TEST-NET-1
+    "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+    "192.168.0.0/16",  # private
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",  # documentation TEST-NET-2
+    "203.0.113.0/24",  # documentation TEST-NET-3
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, includes broadcast 255.255.255.255
+    # IPv6
+    "::/128",  # unspecified
+    "::1/128",  # loopback
+    "::/96",  # IPv4-compatible (deprecated): ::a.b.c.d
+    "::ffff:0:0/96",  # IPv4-mapped: ::ffff:a.b.c.d
+    "::ffff:0:0:0/96",  # IPv4-translated (SIIT): ::ffff:0:a.b.c.d
+    "64:ff9b::/96",  # NAT64 well-known prefix: 64:ff9b::a.b.c.d
+    "64:ff9b:1::/48",  # NAT64 local-use prefix
+    "100::/64",  # discard-only
+    "2001::/23",  # IETF protocol assignments, includes Teredo 2001::/32, ORCHID, benchmarking
+    "2001::/32",  # Teredo (listed on its own: it embeds IPv4)
+    "2001:db8::/32",  # documentation
+    "2002::/16",  # 6to4: 2002:aabb:ccdd::/48 embeds a.b.c.d
+    "3fff::/20",  # documentation (RFC 9637)
+    "5f00::/16",  # SRv6 SIDs (RFC 9602)
+    "fc00::/7",  # unique local
+    "fe80::/10",  # link-local
+    "fec0::/10",  # site-local (deprecated)
+    "ff00::/8",  # multicast
+)

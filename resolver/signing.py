@@ -13,11 +13,13 @@ payload is readable by anyone who holds the URL, so it holds identifiers only: n
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from itsdangerous import BadData, URLSafeSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from .errors import BadGrant, NotFound
 
@@ -25,6 +27,8 @@ LINK_SALT = "flex-media-resolver/link/v1"
 GRANT_SALT = "flex-media-resolver/grant/v1"
 MAX_TOKEN_LENGTH = 4096
 CLOCK_SKEW = 5  # seconds another instance's clock may run ahead of ours
+# `[.]payload.signature` in the URL-safe base64 alphabet; an HMAC-SHA256 signature is 43 characters.
+TOKEN_SHAPE = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ class Signer:
     def _load(serializer: URLSafeSerializer, token: str) -> dict:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise BadData("bad length")
+        # itsdangerous decodes leniently (drops characters outside the alphabet, ignores the unused low bits
+        # of the last character, accepts '=' padding), so one grant would have endless spellings. Only the
+        # canonical spelling verifies: anything keyed on the token string (a log filter, a cache) holds.
+        if not TOKEN_SHAPE.fullmatch(token) or base64_encode(base64_decode(token[-43:])).decode() != token[-43:]:
+            raise BadData("not a canonical token")
         data = serializer.loads(token)
         if not isinstance(data, dict):
             raise BadData("not an object")

@@ -35,6 +35,7 @@ class Source:
     suffix: str = ""
     content_types: tuple[str, ...] = ()
     redirect_hosts: tuple[str, ...] = ()
+    max_bytes: int | None = None  # refuse media larger than this (None: no limit of its own)
     max_uses: int | None = None  # redirect sources only: how often one grant may be opened
     # ("bearer", token) or ("basic", user, password); never printed
     auth: tuple[str, ...] | None = field(default=None, repr=False)
@@ -120,6 +121,27 @@ def _str_list(name: str, raw: Mapping[str, object], key: str) -> tuple[str, ...]
     return tuple(v.lower() for v in value)
 
 
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)+(:\d{1,5})?")
+
+
+def _redirect_hosts(name: str, raw: Mapping[str, object]) -> tuple[str, ...]:
+    """Exact DNS names (`host` means port 443, `host:port` that port); no wildcards, schemes or addresses."""
+    hosts = _str_list(name, raw, "redirect_hosts")
+    for host in hosts:
+        if not _HOST.fullmatch(host) or host.replace(".", "").replace(":", "").isdigit():
+            raise ConfigError(f"sources.{name}: redirect_hosts entries are DNS names like cdn.example.com")
+    return hosts
+
+
+def _max_bytes(name: str, raw: Mapping[str, object]) -> int | None:
+    value = raw.get("max_bytes")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"sources.{name}: max_bytes must be a positive whole number of bytes")
+    return value
+
+
 def _max_uses(name: str, raw: Mapping[str, object]) -> int | None:
     value = raw.get("max_uses")
     if value is None:
@@ -148,6 +170,8 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
             base_url=f"{twilio.api_url}/2010-04-01/Accounts/{twilio.account_sid}/Recordings/",
             suffix=f".{fmt}",
             content_types=RECORDING_TYPES[fmt],
+            redirect_hosts=_redirect_hosts(name, raw),
+            max_bytes=_max_bytes(name, raw),
             auth=("basic", *twilio.auth),
         )
     if kind == "http":
@@ -156,7 +180,8 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
             kind=kind,
             base_url=_check_base_url(name, raw.get("base_url")),
             content_types=_str_list(name, raw, "content_types"),
-            redirect_hosts=_str_list(name, raw, "redirect_hosts"),
+            redirect_hosts=_redirect_hosts(name, raw),
+            max_bytes=_max_bytes(name, raw),
             auth=_auth(env, name, raw.get("auth")),
         )
     if kind == "redirect":

@@ -1,9 +1,12 @@
 """Fetch media from a credentialed upstream and stream it to the client in constant memory.
 
-Only the headers listed in `policy` cross in either direction; the body is passed through byte for byte
-(no decompression). A stall between upstream reads ends the stream (the read timeout is an idle timeout,
-not a cap on the whole transfer), and a truncated body aborts the client connection instead of looking
-complete. Closing the client response closes the upstream response at once.
+Only the headers listed in `policy` cross in either direction, each checked against its pattern; the body is
+passed through byte for byte (no decompression). A client's seek becomes one Range on the upstream, so only
+the asked bytes travel, and a 206 must describe exactly the range we asked for. Redirects are followed here,
+hop by hop, under the rules of `redirects.py`. A stall between upstream reads ends the stream (the read
+timeout is an idle timeout, not a cap on the whole transfer); a timeout before the first byte is a 504, after
+it the client connection is aborted, and so is a truncated or oversized body, so it never looks complete.
+Closing the client response closes the upstream response at once.
 """
 
 from __future__ import annotations
@@ -13,21 +16,30 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import quote
 
 import requests
 from flask import Response
 from requests.adapters import HTTPAdapter
+from requests.hooks import dispatch_hook
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from . import policy
+from . import policy, redirects
 from .config import Settings
 from .errors import NotFound, RangeNotSatisfiable, UpstreamFailed, UpstreamTimeout
+from .guarded_http import blocked, new_guarded_session
+from .http_range import ByteRange, Unsatisfiable, entity_length, parse_range, part_matches
 from .sources import Source
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024
+CHUNK = policy.STREAM_CHUNK
 SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+_REQUEST_PATTERNS = {name: re.compile(p) for name, p in policy.REQUEST_HEADERS_TO_UPSTREAM.items()}
+_RESPONSE_PATTERNS = {name: re.compile(p) for name, p in policy.RESPONSE_HEADERS_FROM_UPSTREAM.items()}
+_CHARSET = re.compile(r"charset=\"?([A-Za-z0-9._-]{1,40})\"?", re.IGNORECASE)
 
 
 @dataclass
@@ -45,6 +57,10 @@ class Transfer:
         return int((time.monotonic() - self.started) * 1000)
 
 
+class StreamAborted(Exception):
+    """The upstream failed after the response started: the client connection is cut, never completed."""
+
+
 def new_session(pool_size: int = 64) -> requests.Session:
     """One session per app: no proxies or .netrc from the environment, no automatic retries."""
     session = requests.Session()
@@ -57,18 +73,21 @@ def new_session(pool_size: int = 64) -> requests.Session:
 
 def content_disposition(filename: str, inline: bool) -> str:
     """RFC 6266: a plain ASCII fallback plus the exact UTF-8 name, so no quote, ';' or CRLF can break out."""
-    fallback = SAFE_FILENAME.sub("_", filename)[:100] or "media"
+    filename = filename or "media"
+    fallback = SAFE_FILENAME.sub("_", filename)[:100]
     kind = "inline" if inline else "attachment"
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename[:200], safe='')}"
 
 
 def served_content_type(source: Source, upstream_type: str | None) -> tuple[str, bool]:
     """The type we serve and whether it may be shown inline; anything unexpected becomes a download."""
-    base = (upstream_type or "").split(";")[0].strip().lower()
+    base, _, params = (upstream_type or "").partition(";")
+    base = base.strip().lower()
     allowed = source.content_types or policy.DEFAULT_CONTENT_TYPES
-    if base and base in allowed:
-        return (upstream_type or base).strip(), True
-    return policy.FALLBACK_CONTENT_TYPE, False
+    if not base or base not in allowed:
+        return policy.FALLBACK_CONTENT_TYPE, False
+    charset = _CHARSET.search(params)
+    return (f"{base}; charset={charset.group(1)}" if charset else base), True
 
 
 def _auth(source: Source) -> tuple[dict[str, str], tuple[str, str] | None]:
@@ -79,35 +98,82 @@ def _auth(source: Source) -> tuple[dict[str, str], tuple[str, str] | None]:
     return {}, (source.auth[1], source.auth[2])
 
 
-class Upstream:
-    def __init__(self, settings: Settings, session: requests.Session) -> None:
-        self.settings = settings
-        self.session = session
+def _limit(settings: Settings, source: Source) -> int | None:
+    limits = [n for n in (settings.max_media_bytes, source.max_bytes) if n]
+    return min(limits) if limits else None
 
-    def open(self, source: Source, url: str, client_headers: Mapping[str, str]) -> requests.Response:
-        headers = {h: client_headers[h] for h in policy.REQUEST_HEADERS_TO_UPSTREAM if h in client_headers}
-        headers.update(policy.UPSTREAM_REQUEST_DEFAULTS)
-        auth_headers, basic = _auth(source)
-        headers.update(auth_headers)
+
+def forwarded_headers(client_headers: Mapping[str, str], asked: ByteRange | None) -> dict[str, str]:
+    """The request headers an upstream sees: our defaults, the single range, valid conditionals."""
+    headers = dict(policy.UPSTREAM_REQUEST_DEFAULTS)
+    for name, pattern in _REQUEST_PATTERNS.items():
+        value = client_headers.get(name)
+        if value is not None and pattern.fullmatch(value) and (name != "If-Range" or asked is not None):
+            headers[name] = value
+    if asked is not None:
+        headers["Range"] = asked.header
+    return headers
+
+
+class Upstream:
+    def __init__(self, settings: Settings, session: requests.Session, hops: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.session = session  # the operator's base_url hosts, as configured
+        self.hops = hops or new_guarded_session()  # every other redirect hop: checked addresses only
+
+    def close(self) -> None:
+        self.hops.close()
+
+    def open(self, source: Source, url: str, headers: Mapping[str, str]) -> requests.Response:
+        """GET the media, following at most MAX_REDIRECTS allowed hops; a passed status or an error."""
+        hop = redirects.first_hop(url)
+        for hops in range(policy.MAX_REDIRECTS + 1):
+            resp = self._get(source, hop, headers)
+            if resp.status_code not in policy.REDIRECT_STATUSES:
+                return self._checked(source, resp)
+            location = resp.headers.get("Location")
+            resp.close()
+            if hops == policy.MAX_REDIRECTS:
+                break
+            hop = redirects.next_hop(source, hop, location)
+        raise redirects.refuse(source, f"more than {policy.MAX_REDIRECTS} redirects")
+
+    def _get(self, source: Source, hop: redirects.Hop, headers: Mapping[str, str]) -> requests.Response:
+        """One request through the adapter itself: Session.send would read a redirect's whole body into
+        memory (to prepare a next hop we do not want) and keep upstream cookies for other users."""
+        session, basic, send = self.hops, None, dict(headers)
+        if hop.trusted:  # credentials never leave the base_url's origin
+            session = self.session
+            auth_headers, basic = _auth(source)
+            send.update(auth_headers)
         try:
-            resp = self.session.get(
-                url,
-                headers=headers,
-                auth=basic,
+            prepared = requests.Request("GET", hop.url, headers=send, auth=basic).prepare()
+            started = time.perf_counter()
+            resp = session.get_adapter(hop.url).send(
+                prepared,
                 stream=True,
-                allow_redirects=False,
                 timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                verify=session.verify,
+                proxies={},
             )
+            # What Session.send would do: time to headers, then the session's response hooks (metrics).
+            resp.elapsed = timedelta(seconds=time.perf_counter() - started)
+            return dispatch_hook("response", session.hooks, resp)
         except requests.Timeout as e:
+            log.warning("upstream %s timed out", source.name)
             raise UpstreamTimeout() from e
         except requests.RequestException as e:
+            if blocked(e):
+                raise redirects.refuse(source, "the host resolves to a non-public address") from e
             log.warning("upstream %s unreachable: %s", source.name, type(e).__name__)
             raise UpstreamFailed() from e
-        if resp.status_code in (200, 206, 304):
+
+    def _checked(self, source: Source, resp: requests.Response) -> requests.Response:
+        if resp.status_code in policy.PASSED_STATUSES:
             return resp
         resp.close()
         if resp.status_code == 416:
-            raise RangeNotSatisfiable()
+            raise _unsatisfiable(entity_length(416, resp.headers.get("Content-Range"), None))
         if resp.status_code in (404, 410):
             raise NotFound("The media is no longer at its store.", code="media_gone")
         log.warning("upstream %s answered HTTP %d", source.name, resp.status_code)
@@ -117,28 +183,110 @@ class Upstream:
         self, source: Source, url: str, *, method: str, client_headers: Mapping[str, str], filename: str,
         transfer: Transfer,
     ) -> Response:
-        up = self.open(source, url, client_headers)
-        transfer.status = up.status_code
         transfer.range = client_headers.get("Range", "")[:100]
-        headers = {h: up.headers[h] for h in policy.RESPONSE_HEADERS_FROM_UPSTREAM if h in up.headers}
-        content_type, inline = served_content_type(source, up.headers.get("Content-Type"))
-        headers["Content-Disposition"] = content_disposition(filename, inline)
-        if method == "HEAD" or up.status_code == 304:
+        try:
+            asked = parse_range(client_headers.get("Range"))
+        except Unsatisfiable:
+            raise _unsatisfiable(self._length(source, url)) from None
+        up = self.open(source, url, forwarded_headers(client_headers, asked))
+        try:
+            headers, content_type, inline = self._headers(source, up, asked)
+            transfer.status = up.status_code
+            headers["Content-Disposition"] = content_disposition(filename, inline)
+            if method == "HEAD" or up.status_code == 304:
+                up.close()
+                transfer.complete = True
+                return Response(status=up.status_code, headers=headers, content_type=content_type)
+            chunks = up.raw.stream(CHUNK, decode_content=False)
+            first = self._first(source, chunks)
+        except BaseException:
             up.close()
-            transfer.complete = True
-            return Response(status=up.status_code, headers=headers, content_type=content_type)
-        body = self._body(up, transfer)
+            raise
+        limit = _limit(self.settings, source)
+        body = self._body(source, up, first, chunks, transfer, limit)
         # Not direct_passthrough: werkzeug then wraps the body so close() reaches us (and call_on_close runs)
         # when the stream ends or the client goes away.
         resp = Response(body, status=up.status_code, headers=headers, content_type=content_type)
         resp.call_on_close(up.close)
         return resp
 
-    def _body(self, up: requests.Response, transfer: Transfer) -> Iterator[bytes]:
+    def _headers(
+        self, source: Source, up: requests.Response, asked: ByteRange | None
+    ) -> tuple[dict[str, str], str, bool]:
+        """The response headers we pass on, after checking the upstream answered what was asked."""
+        got = up.headers
+        if up.status_code == 206 and (asked is None or not part_matches(
+                asked, got.get("Content-Range"), got.get("Content-Length"))):
+            log.warning("upstream %s sent a partial response that is not the range asked for", source.name)
+            raise UpstreamFailed()
+        total = entity_length(up.status_code, got.get("Content-Range"), got.get("Content-Length"))
+        if up.status_code == 200 and asked is not None and asked.start is not None and total is not None and (
+                asked.start >= total):
+            raise _unsatisfiable(total)  # the upstream ignored a range that starts past the end
+        limit = _limit(self.settings, source)
+        if limit is not None and total is not None and total > limit:
+            log.warning("upstream %s: media of %d bytes is over the %d-byte limit", source.name, total, limit)
+            raise UpstreamFailed("The media is larger than this resolver may serve.", code="media_too_large")
+        headers = {}
+        for name, pattern in _RESPONSE_PATTERNS.items():
+            value = got.get(name)
+            if value is not None and pattern.fullmatch(value):
+                headers[name] = value
+        if "Transfer-Encoding" in got:  # a length beside chunking is a smuggling trick: trust the framing only
+            headers.pop("Content-Length", None)
+        content_type, inline = served_content_type(source, got.get("Content-Type"))
+        return headers, content_type, inline
+
+    def _first(self, source: Source, chunks: Iterator[bytes]) -> bytes:
+        """Read the first chunk before answering, so an upstream that stalls or breaks now is a 504/502."""
         try:
-            for chunk in up.raw.stream(CHUNK, decode_content=False):
-                transfer.bytes += len(chunk)
+            return next(chunks, b"")
+        except (Urllib3Error, OSError) as e:
+            if isinstance(e, Urllib3Timeout | TimeoutError):
+                log.warning("upstream %s stalled before the first byte", source.name)
+                raise UpstreamTimeout() from e
+            log.warning("upstream %s failed before the first byte: %s", source.name, type(e).__name__)
+            raise UpstreamFailed() from e
+
+    def _body(
+        self, source: Source, up: requests.Response, first: bytes, chunks: Iterator[bytes], transfer: Transfer,
+        limit: int | None,
+    ) -> Iterator[bytes]:
+        sent = len(first)
+        try:
+            if limit is not None and sent > limit:
+                raise StreamAborted("over the size limit")
+            transfer.bytes = sent
+            if first:
+                yield first
+            for chunk in chunks:
+                sent += len(chunk)
+                if limit is not None and sent > limit:
+                    raise StreamAborted("over the size limit")
+                transfer.bytes = sent
                 yield chunk
             transfer.complete = True
+        except StreamAborted:
+            log.warning("upstream %s: stream aborted after %d bytes: over the size limit", source.name, sent)
+            raise StreamAborted("over the size limit") from None
+        except (Urllib3Error, OSError) as e:
+            log.warning("upstream %s: stream aborted after %d bytes: %s", source.name, sent, type(e).__name__)
+            raise StreamAborted(type(e).__name__) from None
         finally:
             up.close()
+
+    def _length(self, source: Source, url: str) -> int | None:
+        """The entity's size, for the Content-Range of a 416: one byte asked of the upstream, then closed."""
+        try:
+            probe = self.open(source, url, {**policy.UPSTREAM_REQUEST_DEFAULTS, "Range": "bytes=0-0"})
+        except RangeNotSatisfiable:
+            return None  # even one byte is too many: an empty entity
+        probe.close()
+        return entity_length(probe.status_code, probe.headers.get("Content-Range"),
+                             probe.headers.get("Content-Length"))
+
+
+def _unsatisfiable(length: int | None) -> RangeNotSatisfiable:
+    err = RangeNotSatisfiable()
+    err.headers = {"Content-Range": f"bytes */{length}"} if length is not None else {}
+    return err

@@ -34,6 +34,7 @@ RECORDING = bytes(range(256)) * 4096  # 1 MiB of every byte value
 TRANSCRIPT = json.dumps({"turns": [{"speaker": "agent", "text": "Hello"}]}).encode()
 WORKER = "WK" + "2" * 32
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["hostile"]  # real misbehaving upstreams for the streaming tests (hostile, public, tls_files)
 
 
 @dataclass
@@ -205,7 +206,8 @@ def start_gunicorn(env: dict[str, str], tmp_path: Path, name: str = "gunicorn") 
                 return Gunicorn(url=url, proc=proc, log_path=log_path)
         except (requests.ConnectionError, requests.Timeout):  # workers still booting
             time.sleep(0.1)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
     raise RuntimeError("gunicorn did not start: " + log_path.read_text())
 
 
