@@ -46,6 +46,7 @@ class Settings:
     validation_timeout: float = 5.0
     validation_cache_ttl: int = 60
     max_media_bytes: int | None = None
+    trusted_proxies: int = 0  # RESOLVER_TRUSTED_PROXIES: how many proxies' X-Forwarded-For to believe
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -76,6 +77,13 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         return default
     if not raw.isdigit() or int(raw) <= 0:
         raise ConfigError(f"{name} must be a positive whole number of seconds")
+    return int(raw)
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name, "").strip() or "0"
+    if not raw.isdigit() or int(raw) > 5:
+        raise ConfigError(f"{name} must be a whole number from 0 to 5")
     return int(raw)
 
 
@@ -153,4 +161,5 @@ def from_env(env: Mapping[str, str] | None = None, *, instance_path: str = "inst
         media_limit=_rate(env, "RESOLVER_MEDIA_LIMIT", "1200/minute"),
         store_url=store_url,
         audit_log=env.get("RESOLVER_AUDIT_LOG", "").strip() or "-",
+        trusted_proxies=_count(env, "RESOLVER_TRUSTED_PROXIES"),
     )

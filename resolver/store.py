@@ -38,6 +38,8 @@ class Store(Protocol):
 
     def ping(self) -> None: ...
 
+    def close(self) -> None: ...
+
 
 ALL_BEFORE = "before"
 
@@ -119,6 +121,12 @@ class SQLiteStore:
     def ping(self) -> None:
         self._run("SELECT 1")
 
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
 
 class RedisStore:
     """Several machines share one Redis; every operation is one round trip."""
@@ -169,6 +177,9 @@ class RedisStore:
 
     def ping(self) -> None:
         self._call(self._redis.ping)
+
+    def close(self) -> None:
+        self._redis.close()
 
 
 def open_store(url: str) -> Store:

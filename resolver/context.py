@@ -1,0 +1,36 @@
+"""The objects one app instance shares between requests, built once by `create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+from flask import current_app
+
+from .audit import AuditLog
+from .config import Settings
+from .flex_auth import TokenValidator
+from .signing import Signer
+from .store import Store
+from .upstream import Upstream
+
+
+@dataclass
+class Context:
+    settings: Settings
+    signer: Signer
+    store: Store
+    http: requests.Session
+    validator: TokenValidator
+    upstream: Upstream
+    audit: AuditLog
+
+    def close(self) -> None:
+        """Release sockets and files (tests and the demo build many apps in one process)."""
+        self.http.close()
+        self.store.close()
+        self.audit.close()
+
+
+def ctx() -> Context:
+    return current_app.extensions["resolver"]

@@ -1,0 +1,109 @@
+"""Links and grants: tamper-evident, salted per purpose, expiring, rotatable (SECURITY-BAR token inputs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from resolver.errors import BadGrant, NotFound
+from resolver.signing import Link, Signer
+
+KEYS = ["o" * 40, "n" * 40]
+LINK = Link(source="recordings", key="RE" + "1" * 32, type="VoiceRecording", task="WT" + "3" * 32)
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer(KEYS)
+
+
+def grant_token(signer: Signer, issued: int = NOW, expires: int = NOW + 60) -> str:
+    return signer.sign_grant(LINK, identity="sup@example.com", worker="WK" + "2" * 32, issued_at=issued,
+                             expires_at=expires)[1]
+
+
+def flip(token: str, index: int) -> str:
+    c = token[index]
+    return token[:index] + ("A" if c != "A" else "B") + token[index + 1:]
+
+
+def test_link_round_trip_is_stable(signer):
+    token = signer.sign_link(LINK)
+    assert signer.sign_link(LINK) == token
+    assert signer.load_link(token) == LINK
+
+
+def test_grant_round_trip(signer):
+    grant = signer.load_grant(grant_token(signer), now=NOW + 1)
+    assert grant.identity == "sup@example.com" and grant.link == LINK.id and grant.key == LINK.key
+
+
+def bad_tokens(signer: Signer) -> dict[str, str]:
+    good = grant_token(signer)
+    payload_end = good.rindex(".")
+    return {
+        "empty": "",
+        "a.b": "a.b",
+        "a.b.c": "a.b.c",
+        "flipped payload": flip(good, 2),
+        "flipped signature": flip(good, len(good) - 3),
+        "truncated": good[:-4],
+        "extended": good + "A",
+        "junk 5KB": "x" * 5000,
+        "payload only": good[:payload_end],
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_tokens(Signer(KEYS))))
+def test_tampered_grant_is_refused(signer, case):
+    with pytest.raises(BadGrant):
+        signer.load_grant(bad_tokens(signer)[case], now=NOW + 1)
+
+
+@pytest.mark.parametrize("case", ["empty", "a.b", "a.b.c", "flipped", "truncated", "junk"])
+def test_tampered_link_is_unknown(signer, case):
+    good = signer.sign_link(LINK)
+    token = {"empty": "", "a.b": "a.b", "a.b.c": "a.b.c", "flipped": flip(good, 3), "truncated": good[:-2],
+             "junk": "j" * 5000}[case]
+    with pytest.raises(NotFound):
+        signer.load_link(token)
+
+
+def test_expired_grant_is_refused(signer):
+    with pytest.raises(BadGrant):
+        signer.load_grant(grant_token(signer), now=NOW + 60)
+
+
+def test_grant_dated_in_the_future_is_refused(signer):
+    with pytest.raises(BadGrant):
+        signer.load_grant(grant_token(signer, issued=NOW + 3600, expires=NOW + 3660), now=NOW)
+
+
+def test_rotation_old_key_still_verifies_until_retired():
+    old = Signer(["o" * 40])
+    token = grant_token(old)
+    assert Signer(KEYS).load_grant(token, now=NOW + 1).identity == "sup@example.com"
+    with pytest.raises(BadGrant):
+        Signer(["n" * 40]).load_grant(token, now=NOW + 1)
+
+
+def test_newest_key_signs():
+    token = grant_token(Signer(KEYS))
+    Signer(["n" * 40]).load_grant(token, now=NOW + 1)
+    with pytest.raises(BadGrant):
+        Signer(["o" * 40]).load_grant(token, now=NOW + 1)
+
+
+def test_link_never_works_as_grant_and_grant_never_as_link(signer):
+    with pytest.raises(BadGrant):
+        signer.load_grant(signer.sign_link(LINK), now=NOW + 1)
+    with pytest.raises(NotFound):
+        signer.load_link(grant_token(signer))
+
+
+def test_payload_holds_no_upstream_url(signer):
+    from itsdangerous import URLSafeSerializer
+
+    valid, data = URLSafeSerializer("anyone can read it").loads_unsafe(grant_token(signer))
+    assert not valid and data["key"] == LINK.key  # readable without the key: identifiers only
+    assert not any("http" in str(v) or "/" in str(v) for v in data.values())
