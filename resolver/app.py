@@ -1,0 +1,79 @@
+"""The app factory: wires settings, signer, store, validator, upstream and audit together, nothing more."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+
+from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import config, cors, policy
+from .audit import AuditLog
+from .context import Context
+from .errors import register_errors
+from .flex_auth import TokenValidator
+from .signing import Signer
+from .store import Store, open_store
+from .upstream import Upstream, new_session
+from .views import api, media
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
+
+
+def static_folder() -> str:
+    """static/ ships inside the package when installed, and sits beside it in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "static", here.parent / "static"):
+        if (candidate / "flex-drilldown.js").is_file() or candidate.is_dir():
+            return str(candidate)
+    return str(here / "static")
+
+
+def create_app(settings: config.Settings | None = None, *, store: Store | None = None) -> Flask:
+    app = Flask(__name__, static_folder=static_folder(), static_url_path="/static")
+    settings = settings or config.from_env(instance_path=app.instance_path)
+    http = new_session()
+    store = store or open_store(settings.store_url)
+    app.extensions["resolver"] = Context(
+        settings=settings,
+        signer=Signer(settings.secret_keys),
+        store=store,
+        http=http,
+        validator=TokenValidator(settings, http, store),
+        upstream=Upstream(settings, http),
+        audit=AuditLog.open(settings.audit_log),
+    )
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
+    register_errors(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(media.bp)
+    own_origin = settings.public_url.split("/", 3)[:3]
+    _wire_request_hooks(app, settings, "/".join(own_origin))
+    return app
+
+
+def _wire_request_hooks(app: Flask, settings: config.Settings, own_origin: str) -> None:
+    @app.before_request
+    def _start() -> Response | None:
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+        if request.url_rule is not None:
+            # gunicorn's access log prints this instead of the path, which may hold a link or a grant
+            request.environ["resolver.route"] = request.url_rule.rule
+        return cors.before(settings.cors_origins, own_origin)
+
+    @app.after_request
+    def _finish(resp: Response) -> Response:
+        for name, value in policy.COMMON_HEADERS.items():
+            resp.headers.setdefault(name, value)
+        is_page = resp.mimetype == "text/html" and request.endpoint == "static"
+        csp = policy.PAGE_CSP if is_page else policy.MEDIA_CSP if request.endpoint == "media.grant" else (
+            policy.DEFAULT_CSP)
+        resp.headers.setdefault("Content-Security-Policy", csp)
+        if request.endpoint != "static":
+            resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Request-Id"] = g.get("request_id", "")
+        return cors.after(resp, settings.cors_origins, own_origin)
