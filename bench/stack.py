@@ -59,7 +59,8 @@ def _start_child(argv: list[str], log: Path, env: dict[str, str] | None = None) 
 
 
 class Stack:
-    def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024) -> None:
+    def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, keep_tmp: bool = False) -> None:
+        self.keep_tmp = keep_tmp
         self.tmp = Path(tempfile.mkdtemp(prefix="resolver-bench-"))
         self.rate = rate
         # One token for setting up grants, the others only for the resolve benchmark (so their validation
@@ -155,7 +156,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what we started
                 proc.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self.keep_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> Stack:
         try:
