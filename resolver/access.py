@@ -47,8 +47,9 @@ def issue_grant(token: str, link_token: str, *, via: str) -> Issued:
     user: FlexUser | None = None
     link: Link | None = None
     try:
-        user = c.validator.user(token)
+        user = c.validator.validate(token)
         g.identity = user.identity
+        c.validator.authorize(user)
         link = c.signer.load_link(link_token)
         source = c.settings.sources.get(link.source)
         if source is None:

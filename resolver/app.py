@@ -55,6 +55,12 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     return app
 
 
+def _csp(resp: Response) -> str:
+    if resp.mimetype == "text/html":
+        return policy.PAGE_CSP if request.endpoint == "static" else policy.ERROR_PAGE_CSP
+    return policy.MEDIA_CSP if request.endpoint == "media.grant" else policy.DEFAULT_CSP
+
+
 def _wire_request_hooks(app: Flask, settings: config.Settings, own_origin: str) -> None:
     @app.before_request
     def _start() -> Response | None:
@@ -69,10 +75,7 @@ def _wire_request_hooks(app: Flask, settings: config.Settings, own_origin: str) 
     def _finish(resp: Response) -> Response:
         for name, value in policy.COMMON_HEADERS.items():
             resp.headers.setdefault(name, value)
-        is_page = resp.mimetype == "text/html" and request.endpoint == "static"
-        csp = policy.PAGE_CSP if is_page else policy.MEDIA_CSP if request.endpoint == "media.grant" else (
-            policy.DEFAULT_CSP)
-        resp.headers.setdefault("Content-Security-Policy", csp)
+        resp.headers.setdefault("Content-Security-Policy", _csp(resp))
         if request.endpoint != "static":
             resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Request-Id"] = g.get("request_id", "")

@@ -128,8 +128,9 @@ class Upstream:
             transfer.complete = True
             return Response(status=up.status_code, headers=headers, content_type=content_type)
         body = self._body(up, transfer)
-        resp = Response(body, status=up.status_code, headers=headers, content_type=content_type,
-                        direct_passthrough=True)
+        # Not direct_passthrough: werkzeug then wraps the body so close() reaches us (and call_on_close runs)
+        # when the stream ends or the client goes away.
+        resp = Response(body, status=up.status_code, headers=headers, content_type=content_type)
         resp.call_on_close(up.close)
         return resp
 

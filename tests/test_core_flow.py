@@ -73,3 +73,30 @@ def test_validation_is_cached_per_token(client, twilio):
 def test_drilldown_link_opened_directly_is_401_page(client):
     resp = client.get("/d/anything", headers={"Accept": "text/html"})
     assert resp.status_code == 401 and b"Flex" in resp.data and resp.mimetype == "text/html"
+
+
+def test_stream_is_audited_when_it_ends(client, token, settings):
+    import json
+
+    [entry] = issue_links(client, [{"source": "recordings", "key": RECORDING_SID, "type": "VoiceRecording"}])
+    body = client.post("/api/v1/resolve", json={"url": drill(entry)},
+                       headers={"Authorization": f"Bearer {token}"}).get_json()
+    media = client.get(body["url"].split("5000", 1)[1], headers={"Range": "bytes=0-99"})
+    assert media.status_code == 206 and len(media.data) == 100
+    media.close()
+    with open(settings.audit_log) as f:
+        records = [json.loads(line) for line in f]
+    served = [r for r in records if r.get("event", "").startswith("grant") and r.get("status") == 206]
+    assert served and served[-1]["bytes"] == 100 and served[-1]["complete"] is True
+
+
+def test_refusal_by_role_names_the_user_in_the_audit(client, twilio, settings):
+    import json
+
+    tok = new_token(twilio, roles=["agent"], worker_sid=WORKER, identity="agent@example.com")
+    [entry] = issue_links(client, [{"source": "recordings", "key": RECORDING_SID, "type": "VoiceRecording"}])
+    assert client.post("/api/v1/resolve", json={"url": drill(entry)},
+                       headers={"Authorization": f"Bearer {tok}"}).status_code == 403
+    with open(settings.audit_log) as f:
+        denied = [json.loads(line) for line in f if '"denied"' in line]
+    assert denied[-1]["identity"] == "agent@example.com" and denied[-1]["reason"] == "role_not_allowed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .basic import keygen, links
+from .demo import demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,3 +15,4 @@ def main() -> None:
 
 main.add_command(keygen)
 main.add_command(links)
+main.add_command(demo)

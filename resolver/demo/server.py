@@ -5,12 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log: request paths carry links and grants, which must not reach any log line."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 class ServerThread:
     def __init__(self, app: Callable, port: int = 0) -> None:
-        self.server: BaseWSGIServer = make_server("127.0.0.1", port, app, threaded=True)
+        self.server: BaseWSGIServer = make_server(
+            "127.0.0.1", port, app, threaded=True, request_handler=QuietHandler
+        )
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

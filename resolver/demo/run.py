@@ -1,0 +1,187 @@
+"""`resolver demo`: the whole flow on one machine, no Twilio account needed.
+
+Starts, all on 127.0.0.1 and in this process: a fake Twilio (IAM token validation and recordings), a fake
+private media store (transcripts behind a bearer token), the real resolver app with a throwaway signing key,
+and a page that mimics a Flex Insights conversation list whose clicks go through the real
+`/static/flex-drilldown.js`. Nothing here is imported by the service: only the `demo` command and the
+tests load this module.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from flask import Flask
+
+from .. import config
+from ..app import create_app
+from ..links import MediaSpec, build_entry
+from ..signing import Signer
+from .fake_twilio import FakeTwilio, FlexUser
+from .server import ServerThread
+from .site import site_app
+from .storage import storage_app
+
+HOST = "127.0.0.1"
+MEDIA = resources.files(__package__) / "media"
+RECORDING_SID = "RE" + "d3" * 16
+TRANSCRIPT_KEY = "2026/01/sample-transcript.json"
+TICKET_KEY = "4711"
+
+
+class _LateApp:
+    """A WSGI app set after its server is bound, because the resolver's settings need its port."""
+
+    app: Callable | None = None
+
+    def __call__(self, environ: dict, start_response: Callable) -> object:
+        assert self.app is not None  # noqa: S101 - set before the server thread starts
+        return self.app(environ, start_response)
+
+
+@dataclass
+class Demo:
+    resolver_url: str
+    page_url: str
+    twilio_url: str
+    storage_url: str
+    tokens: dict[str, str]  # "allowed" / "denied" -> a Flex token the fake Twilio accepts
+    links: dict[str, str]  # "audio" / "transcript" / "redirect" -> a drilldown link
+    twilio: FakeTwilio
+    env: dict[str, str]  # the resolver's environment, for tests that start a variant
+    resolver: Flask
+    _servers: list[ServerThread] = field(default_factory=list)
+    _tmp: str = ""
+
+    def stop(self) -> None:
+        for server in reversed(self._servers):
+            server.stop()
+        self.resolver.extensions["resolver"].close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _sources_toml(storage_url: str, crm_url: str) -> str:
+    return f"""
+[sources.recordings]
+kind = "twilio-recording"
+format = "wav"
+
+[sources.transcripts]
+kind = "http"
+base_url = "{storage_url}/transcripts/"
+auth = {{ type = "bearer", token_env = "DEMO_STORAGE_TOKEN" }}
+content_types = ["application/json", "text/plain"]
+
+[sources.crm]
+kind = "redirect"
+base_url = "{crm_url}/crm/tickets/"
+"""
+
+
+def _conversations(entries: dict[str, dict], task_sid: str, site_url: str) -> list[dict]:
+    media = [
+        {"label": "▶ Recording", "kind": "audio", "url": entries["audio"]["url"]},
+        {"label": "Transcript", "kind": "transcript", "url": entries["transcript"]["url"]},
+        {"label": "CRM ticket", "kind": "redirect", "url": entries["redirect"]["url"]},
+    ]
+    return [
+        {"date": "2026-01-14 10:02", "agent": "Sam Supervisor", "customer": "+1 415 555 0100", "queue": "Cards",
+         "talk": "0:08", "task": task_sid, "media": media},
+        {"date": "2026-01-14 09:41", "agent": "Alex Agent", "customer": "+1 415 555 0199", "queue": "Loans",
+         "talk": "3:12", "task": "", "media": [
+             {"label": "Knowledge base (not a resolver link)", "kind": "plain", "url": f"{site_url}/crm/tickets/kb-12"},
+         ]},
+    ]
+
+
+def start_demo(*, port: int = 0, page_port: int = 0, grant_ttl: int = 60, audit_log: str = "-") -> Demo:
+    """Start every part on 127.0.0.1 and return where they listen; call `stop()` when done."""
+    tmp = tempfile.mkdtemp(prefix="resolver-demo-")
+    servers: list[ServerThread] = []
+    account_sid = "AC" + secrets.token_hex(16)
+    twilio = FakeTwilio(account_sid=account_sid, auth_token=secrets.token_hex(16))
+    twilio.recordings[RECORDING_SID] = ((MEDIA / "sample-call.wav").read_bytes(), "audio/x-wav")
+    tokens = {"allowed": secrets.token_urlsafe(24), "allowed_2": secrets.token_urlsafe(24),
+              "denied": secrets.token_urlsafe(24)}
+    twilio.tokens[tokens["allowed"]] = FlexUser(identity="sam.supervisor@owlbank.example", roles=["supervisor"])
+    twilio.tokens[tokens["allowed_2"]] = FlexUser(identity="sam.supervisor@owlbank.example", roles=["supervisor"])
+    twilio.tokens[tokens["denied"]] = FlexUser(identity="alex.agent@owlbank.example", roles=["agent"],
+                                               worker_sid="WK" + "a1" * 16)
+    storage_token = secrets.token_urlsafe(24)
+    storage = storage_app(
+        {f"transcripts/{TRANSCRIPT_KEY}": ((MEDIA / "sample-transcript.json").read_bytes(), "application/json")},
+        storage_token,
+    )
+    late_site, late_resolver = _LateApp(), _LateApp()
+    try:
+        for server in (ServerThread(twilio.app()), ServerThread(storage),
+                       ServerThread(late_site, port=page_port), ServerThread(late_resolver, port=port)):
+            servers.append(server)
+        twilio_srv, storage_srv, site_srv, resolver_srv = servers
+        env = {
+            "RESOLVER_SECRET_KEYS": secrets.token_urlsafe(48),  # throwaway: links die with the demo
+            "RESOLVER_PUBLIC_URL": resolver_srv.url,
+            "RESOLVER_SOURCES": str(Path(tmp) / "sources.toml"),
+            "RESOLVER_CORS_ORIGINS": site_srv.url,
+            "RESOLVER_GRANT_TTL": str(grant_ttl),
+            "RESOLVER_STORE": f"sqlite:///{Path(tmp) / 'demo.db'}",
+            "RESOLVER_AUDIT_LOG": audit_log,
+            "TWILIO_ACCOUNT_SID": account_sid,
+            "TWILIO_AUTH_TOKEN": twilio.auth_token,
+            "TWILIO_IAM_URL": twilio_srv.url,
+            "TWILIO_API_URL": twilio_srv.url,
+            "TWILIO_TASKROUTER_URL": twilio_srv.url,
+            "DEMO_STORAGE_TOKEN": storage_token,
+        }
+        Path(env["RESOLVER_SOURCES"]).write_text(_sources_toml(storage_srv.url, site_srv.url))
+        settings = config.from_env(env, instance_path=tmp)
+        resolver = create_app(settings)
+        late_resolver.app = resolver
+        task_sid = "WT" + secrets.token_hex(16)
+        specs = {
+            "audio": MediaSpec(type="VoiceRecording", source="recordings", key=RECORDING_SID, title="Call recording"),
+            "transcript": MediaSpec(type="Raw", source="transcripts", key=TRANSCRIPT_KEY, title="Call transcript"),
+            "redirect": MediaSpec(type="Referenced", source="crm", key=TICKET_KEY, title="CRM ticket 4711"),
+        }
+        signer = Signer(settings.secret_keys)
+        entries = {
+            name: build_entry(spec, task_sid=task_sid, sources=settings.sources, signer=signer,
+                              public_url=settings.public_url)
+            for name, spec in specs.items()
+        }
+        users = [
+            {"name": "Sam Supervisor", "role": "supervisor", "token": tokens["allowed"]},
+            {"name": "Alex Agent", "role": "agent", "token": tokens["denied"]},
+        ]
+        late_site.app = site_app(
+            resolver_url=resolver_srv.url,
+            users=users,
+            conversations=_conversations(entries, task_sid, site_srv.url),
+            direct_link=entries["audio"]["url"],
+        )
+        for server in servers:
+            server.start()
+    except BaseException:
+        for server in servers:
+            server.server.server_close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Demo(
+        resolver_url=resolver_srv.url,
+        page_url=site_srv.url + "/",
+        twilio_url=twilio_srv.url,
+        storage_url=storage_srv.url,
+        tokens=tokens,
+        links={name: entry["url"] for name, entry in entries.items()},
+        twilio=twilio,
+        env=env,
+        resolver=resolver,
+        _servers=servers,
+        _tmp=tmp,
+    )

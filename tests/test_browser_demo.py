@@ -1,0 +1,162 @@
+"""The demo clicked through in real headless Chromium (Debian's /usr/bin/chromium, never a downloaded one).
+
+Checks what a Flex user sees: a recording plays from a grant, a transcript reads as text, a redirect lands on
+the external system, a user without an allowed role gets the refusal in words, a drilldown link opened
+outside Flex shows the 401 page, and an expired grant mid-playback is renewed where the user was.
+Screenshots of each page go to $SCREENSHOT_DIR (default: a pytest temp dir).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resolver.demo.run import Demo, start_demo
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra (playwright) is not installed")
+if not Path(CHROMIUM).is_file():
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    running = start_demo(audit_log=str(tmp_path_factory.mktemp("audit") / "audit.log"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = os.environ.get("SCREENSHOT_DIR")
+    path = Path(where) if where else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def flex(browser: sync_api.Browser, demo: Demo) -> Iterator[sync_api.Page]:
+    """The demo's Flex Insights page, freshly loaded, signed in as the supervisor."""
+    context = browser.new_context(viewport={"width": 1100, "height": 640})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(demo.page_url)
+    page.get_by_role("button", name="▶ Recording").wait_for()
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+def _open(page: sync_api.Page, button: str) -> sync_api.Page:
+    with page.expect_popup() as popup:
+        page.get_by_role("button", name=button).click()
+    opened = popup.value
+    opened.wait_for_load_state()
+    return opened
+
+
+def _audio_state(player: sync_api.Page) -> dict:
+    return player.evaluate(
+        "() => { const a = document.querySelector('audio');"
+        " return a && {ready: a.readyState, time: a.currentTime, paused: a.paused, duration: a.duration,"
+        " src: a.currentSrc, error: a.error && a.error.code}; }"
+    )
+
+
+def test_recording_plays_from_a_grant(flex: sync_api.Page, demo: Demo, shots: Path) -> None:
+    flex.screenshot(path=shots / "1-demo-page.png")
+    before = len(demo.twilio.media_requests)
+    player = _open(flex, "▶ Recording")
+    player.wait_for_function("() => { const a = document.querySelector('audio'); return a && a.readyState >= 2; }")
+    player.wait_for_function("() => document.querySelector('audio').currentTime > 0.5")  # it plays
+    state = _audio_state(player)
+    assert state["src"].startswith(demo.resolver_url + "/m/")
+    assert state["duration"] == pytest.approx(8.0, abs=0.1)  # the shipped sample, decoded by the browser
+    assert player.url.startswith(demo.resolver_url + "/static/player.html#origin=")
+    assert "/m/" not in player.url  # the grant was handed over by postMessage, not in the URL
+    assert player.locator("h1").inner_text() == "Call recording"
+    fetched = demo.twilio.media_requests[before:]
+    assert fetched and all(r["authorized"] for r in fetched)  # bytes came from "Twilio" through the resolver
+    player.screenshot(path=shots / "2-player-audio.png")
+
+
+def test_expired_grant_is_renewed_where_the_user_was(flex: sync_api.Page, demo: Demo) -> None:
+    player = _open(flex, "▶ Recording")
+    player.wait_for_function("() => { const a = document.querySelector('audio'); return a && a.readyState >= 2; }")
+    first_grant = _audio_state(player)["src"]
+    # Seek, then make the current grant fail as an expired one does (the resolver refuses it with 403).
+    player.evaluate(
+        "async () => { const a = document.querySelector('audio'); a.currentTime = 4;"
+        " await new Promise(r => a.addEventListener('seeked', r, {once: true}));"
+        " await a.play(); a.src = a.currentSrc.slice(0, -2) + 'xx'; }"
+    )
+    player.wait_for_function(
+        "() => { const a = document.querySelector('audio');"
+        " return a.readyState >= 2 && !a.currentSrc.endsWith('xx') && a.currentTime >= 4; }"
+    )
+    state = _audio_state(player)
+    assert state["src"].startswith(demo.resolver_url + "/m/")
+    assert state["src"] != first_grant  # a fresh grant, minted by the handler in the Flex page
+    assert state["paused"] is False  # and it kept playing
+
+
+def test_transcript_reads_as_text(flex: sync_api.Page, shots: Path) -> None:
+    player = _open(flex, "Transcript")
+    player.locator(".transcript .line").first.wait_for()
+    lines = player.locator(".transcript .line").all_inner_texts()
+    assert len(lines) == 4
+    assert "Customer:" in lines[1] and "lost my debit card" in lines[1]
+    player.screenshot(path=shots / "3-player-transcript.png")
+
+
+def test_redirect_lands_on_the_external_system(flex: sync_api.Page, demo: Demo, shots: Path) -> None:
+    crm = _open(flex, "CRM ticket")
+    crm.wait_for_url("**/crm/tickets/4711")
+    assert crm.locator("h1").inner_text() == "Ticket 4711"
+    assert crm.evaluate("() => window.opener") is None
+    crm.screenshot(path=shots / "4-redirect-crm.png")
+
+
+def test_user_without_an_allowed_role_sees_the_refusal(flex: sync_api.Page, demo: Demo, shots: Path) -> None:
+    flex.select_option("#user", label="Alex Agent (agent)")
+    popups: list[sync_api.Page] = []
+    flex.context.on("page", lambda p: popups.append(p))
+    flex.get_by_role("button", name="▶ Recording").click()
+    alert = flex.get_by_role("alert")
+    alert.wait_for()
+    assert "not allowed" in alert.inner_text()
+    assert popups == []
+    assert demo.tokens["denied"] in demo.twilio.validations  # the refusal came from the real role check
+    flex.screenshot(path=shots / "5-refused.png")
+
+
+def test_drilldown_link_opened_outside_flex_shows_the_401_page(browser: sync_api.Browser, demo: Demo,
+                                                                shots: Path) -> None:
+    context = browser.new_context(viewport={"width": 900, "height": 500})
+    page = context.new_page()
+    media: list[str] = []
+    page.on("request", lambda r: media.append(r.url) if "/m/" in r.url else None)
+    answer = page.goto(demo.links["audio"])
+    assert answer is not None and answer.status == 401
+    assert "from Flex" in page.locator("h1").inner_text()
+    assert page.locator("audio, video").count() == 0 and media == []
+    page.screenshot(path=shots / "6-drilldown-401.png")
+    context.close()
