@@ -136,7 +136,10 @@ class Upstream:
 
     def _body(self, up: requests.Response, transfer: Transfer) -> Iterator[bytes]:
         try:
-            for chunk in up.raw.stream(CHUNK, decode_content=False):
+            # read1, not stream(): stream(CHUNK) waits until CHUNK bytes have arrived, so a slow upstream's
+            # first bytes reached the listener only after 256 KiB (4 s at 64 KiB/s). read1 passes on whatever
+            # has arrived, up to CHUNK; a body cut short still raises (urllib3 enforces Content-Length).
+            while chunk := up.raw.read1(CHUNK, decode_content=False):
                 transfer.bytes += len(chunk)
                 yield chunk
             transfer.complete = True
