@@ -1,6 +1,6 @@
 """Start and stop everything a benchmark talks to, all on 127.0.0.1, all state in one temp dir.
 
-- the local upstream (`bench.upstream`, a child process),
+- the local upstream (`bench.upstream`, a child process), and a bare TCP relay to it (`bench.relay`),
 - the fake Twilio IAM (`bench.fake_iam`, a child process),
 - the resolver under gunicorn, started from the Procfile's `web:` command line (same config module, same
   worker class and count) with only HOST/PORT and the settings below in its environment.
@@ -80,6 +80,10 @@ class Stack:
         self.children.append(up)
         self.upstream_pid = up.pid
         self.upstream_url = f"http://127.0.0.1:{self.up_port}"
+        relay, relay_port = _start_child([py, "-m", "bench.relay", "--to", str(self.up_port)], self.tmp / "relay.log")
+        self.children.append(relay)
+        self.relay_pid = relay.pid
+        self.relay_url = f"http://127.0.0.1:{relay_port}"
         tokens_file = self.tmp / "tokens.json"
         tokens_file.write_text(json.dumps(self.tokens))
         auth_token = secrets.token_hex(16)
