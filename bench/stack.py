@@ -59,8 +59,10 @@ def _start_child(argv: list[str], log: Path, env: dict[str, str] | None = None) 
 
 
 class Stack:
-    def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, keep_tmp: bool = False) -> None:
+    def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, net_rate: int = 200 << 20,
+                 keep_tmp: bool = False) -> None:
         self.keep_tmp = keep_tmp
+        self.net_rate = net_rate
         self.tmp = Path(tempfile.mkdtemp(prefix="resolver-bench-"))
         self.rate = rate
         # One token for setting up grants, the others only for the resolve benchmark (so their validation
@@ -75,7 +77,8 @@ class Stack:
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Stack:
         py = sys.executable
-        up, self.up_port = _start_child([py, "-m", "bench.upstream", "--rate", str(self.rate)],
+        up, self.up_port = _start_child([py, "-m", "bench.upstream", "--rate", str(self.rate),
+                                         "--net-rate", str(self.net_rate)],
                                         self.tmp / "upstream.log")
         self.children.append(up)
         self.upstream_pid = up.pid
@@ -97,6 +100,8 @@ class Stack:
             f'[sources.bench]\nkind = "http"\nbase_url = "{self.upstream_url}/media/"\n'
             'content_types = ["audio/mpeg"]\n\n'
             f'[sources.slow]\nkind = "http"\nbase_url = "{self.upstream_url}/slow/"\n'
+            'content_types = ["audio/mpeg"]\n\n'
+            f'[sources.net]\nkind = "http"\nbase_url = "{self.upstream_url}/net/"\n'
             'content_types = ["audio/mpeg"]\n'
         )
         self.port = free_port()

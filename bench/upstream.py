@@ -5,6 +5,7 @@ Files are not stored: the byte at offset `o` of every file is `PATTERN[o % len(P
 
     /media/<size>.mp3   full speed
     /slow/<size>.mp3    throttled to --rate bytes/s per connection (a live-ish listener's upstream)
+    /net/<size>.mp3     paced to --net-rate bytes/s per connection (a store behind a real network link)
     /_stats             JSON counters (body bytes actually accepted by the kernel, per request)
     /_reset             clears the counters
 
@@ -29,7 +30,7 @@ PATTERN_LEN = (1 << 20) + 13  # not a power of two, so a misplaced range shows u
 SEND_CHUNK = 1 << 18
 PATTERN = random.Random(9).randbytes(PATTERN_LEN)  # noqa: S311 (test data)
 DATA = memoryview(PATTERN + PATTERN[:SEND_CHUNK])
-PATH = re.compile(r"/(media|slow)/(\d+)\.mp3")
+PATH = re.compile(r"/(media|slow|net)/(\d+)\.mp3")
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 LAST_MODIFIED = "Thu, 01 Jan 2026 00:00:00 GMT"
 
@@ -85,6 +86,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "bench-upstream"
     rate: int = 64 * 1024
+    net_rate: int = 200 * 1024 * 1024
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
         pass
@@ -116,7 +118,7 @@ class Handler(BaseHTTPRequestHandler):
         if not m:
             self.send_error(404)
             return
-        slow, size = m.group(1) == "slow", int(m.group(2))
+        mode, size = m.group(1), int(m.group(2))
         rng = parse_range(self.headers.get("Range"), size)
         record = {"path": self.path, "range": self.headers.get("Range"), "status": 200, "bytes": 0, "done": False}
         with STATS.lock:
@@ -142,7 +144,8 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         if not head:
-            self._send_body(record, start, end + 1, self.rate if slow else 0)
+            rate = {"slow": self.rate, "net": self.net_rate}.get(mode, 0)
+            self._send_body(record, start, end + 1, rate)
         record["done"] = True
 
     def _send_body(self, record: dict, offset: int, stop: int, rate: int) -> None:
@@ -165,8 +168,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def serve(port: int, rate: int) -> ThreadingHTTPServer:
-    Handler.rate = rate
+def serve(port: int, rate: int, net_rate: int) -> ThreadingHTTPServer:
+    Handler.rate, Handler.net_rate = rate, net_rate
     ThreadingHTTPServer.request_queue_size = 1024
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
@@ -177,8 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--rate", type=int, default=64 * 1024, help="bytes/s per connection on /slow/")
+    parser.add_argument("--net-rate", type=int, default=200 << 20, help="bytes/s per connection on /net/")
     args = parser.parse_args()
-    server = serve(args.port, args.rate)
+    server = serve(args.port, args.rate, args.net_rate)
     server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     print(f"PORT {server.server_port}", flush=True)
     try:
