@@ -165,6 +165,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what we started
                 proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
         if not self.keep_tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
