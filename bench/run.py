@@ -13,6 +13,7 @@ import json
 import platform
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -417,6 +418,26 @@ def warm_up(stack: Stack) -> None:
     asyncio.run(many())
 
 
+def start_py_spy(stack: Stack, directory: str, name: str) -> list[subprocess.Popen]:
+    """py-spy on each worker until stopped (SIGINT makes it write the SVG)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).parent / "py-spy"
+    return [subprocess.Popen([str(exe), "record", "--pid", str(w), "--rate", "250", "--nonblocking",
+                              "--output", str(Path(directory) / f"{name}-{w}.svg")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for w in stack.workers()]
+
+
+def stop_py_spy(spies: list[subprocess.Popen]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each measure (default 3)")
@@ -425,6 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="markdown report ('' for none)")
     parser.add_argument("--plot", default=str(ROOT / "bench" / "ttfb-under-load.png"),
                         help="PNG of TTFB under load, needs matplotlib ('' for none)")
+    parser.add_argument("--py-spy", default="", metavar="DIR",
+                        help="record a py-spy flame graph of every worker during each measure into DIR")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, audit) for a post-mortem")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -436,7 +459,11 @@ def main(argv: list[str] | None = None) -> None:
         for key in args.only:
             name, fn = SCENARIOS[key]
             say(f"{key}. {name}")
-            fn(stack, report, args.reps)
+            spies = start_py_spy(stack, args.py_spy, f"{key}-{name.replace(' ', '-')}") if args.py_spy else []
+            try:
+                fn(stack, report, args.reps)
+            finally:
+                stop_py_spy(spies)
         info = {"machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "reps": args.reps, "gunicorn": " ".join(["gunicorn", *stack.command[1:]]), "workers": workers,
                 "store": stack.store.replace(str(stack.tmp), "$TMP")}
