@@ -120,7 +120,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         mode, size = m.group(1), int(m.group(2))
         rng = parse_range(self.headers.get("Range"), size)
-        record = {"path": self.path, "range": self.headers.get("Range"), "status": 200, "bytes": 0, "done": False}
+        record = {"path": self.path, "range": self.headers.get("Range"), "status": 200, "bytes": 0, "done": False,
+                  "at": time.time()}
         with STATS.lock:
             STATS.requests.append(record)
         if rng == "bad":
