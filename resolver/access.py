@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from flask import g, request
 
+from . import limits
 from .context import ctx
 from .errors import NotFound, ResolverError, Revoked, Unauthenticated
 from .flex_auth import FlexUser
@@ -36,7 +37,10 @@ class Issued:
 
 
 def check_revocation(*, link_id: str, task: str, identity: str, issued_at: float) -> None:
-    """403 when a revocation covers this link, task, user or issue time (shared by every instance)."""
+    """403 when a revocation covers this link, task, user or issue time (shared by every instance).
+
+    Read from the store on every call, never cached here, so a revocation holds everywhere at once; a
+    store that does not answer raises StoreError (503 store_unavailable): no grant is issued or served."""
     kind = ctx().store.revoked({"link": link_id, "task": task, "subject": identity}, issued_at)
     if kind is not None:
         raise Revoked()
@@ -49,6 +53,7 @@ def issue_grant(token: str, link_token: str, *, via: str) -> Issued:
     try:
         user = c.validator.validate(token)
         g.identity = user.identity
+        limits.limit_identity(user.identity)  # counted for every attempt of a verified user
         c.validator.authorize(user)
         link = c.signer.load_link(link_token)
         source = c.settings.sources.get(link.source)

@@ -17,7 +17,7 @@ from .flex_auth import TokenValidator
 from .signing import Signer
 from .store import Store, open_store
 from .upstream import Upstream, new_session
-from .views import api, media
+from .views import api, media, revocations, tasks
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
 
@@ -50,6 +50,8 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     register_errors(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
+    app.register_blueprint(tasks.bp)
+    app.register_blueprint(revocations.bp)
     own_origin = settings.public_url.split("/", 3)[:3]
     _wire_request_hooks(app, settings, "/".join(own_origin))
     return app

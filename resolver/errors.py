@@ -59,6 +59,10 @@ class Revoked(Forbidden):
     code, message = "revoked", "Access to this media has been revoked."
 
 
+class UsedUp(Forbidden):
+    code, message = "grant_used_up", "This media link has been used up; open it again from Flex."
+
+
 class NotFound(ResolverError):
     status, code, message = 404, "not_found", "No such media link."
 
@@ -85,6 +89,12 @@ class UpstreamFailed(ResolverError):
 
 class Unavailable(ResolverError):
     status, code, message = 503, "validation_unavailable", "Twilio could not confirm your session; try again."
+
+
+class StoreUnavailable(ResolverError):
+    """Shared state (revocations, limits) cannot be read: fail closed rather than serve unchecked."""
+
+    status, code, message = 503, "store_unavailable", "The resolver cannot check access right now; try again."
 
 
 class UpstreamTimeout(ResolverError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 MAX_TOKEN_LENGTH = 8192
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 WORKER_SID = re.compile(r"WK[0-9a-f]{32}")
+CACHE_CONTEXT = b"flex-media-resolver/validation-cache/v1"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class TokenValidator:
         self.clock = clock
         self.on_cache = on_cache
         self.url = f"{settings.iam_url}/v1/Accounts/{settings.account_sid}/Tokens/validate"
+        # Cache entries are keyed and sealed with a key derived from the newest signing key: whoever can write
+        # to the store cannot plant a "valid" answer, and the store never holds a plain token hash.
+        self._cache_secret = hmac.new(settings.secret_keys[-1].encode(), CACHE_CONTEXT, hashlib.sha256).digest()
 
     def user(self, token: str) -> FlexUser:
         """Validate the token (cached) and check account, worker and role; raise 401/403/503."""
@@ -98,7 +103,7 @@ class TokenValidator:
         return user
 
     def validate(self, token: str) -> FlexUser:
-        cache_key = "tok:" + hashlib.sha256(token.encode()).hexdigest()
+        cache_key = "tok:" + self._mac(token.encode())
         cached = self._cached(cache_key)
         self.on_cache(cached is not None)
         if cached is not None:
@@ -107,7 +112,8 @@ class TokenValidator:
         ttl = min(self.settings.validation_cache_ttl, user.expires_at - self.clock())
         if ttl > 1:
             try:
-                self.store.put(cache_key, json.dumps(asdict(user)).encode(), ttl)
+                payload = json.dumps(asdict(user)).encode()
+                self.store.put(cache_key, self._mac(cache_key.encode() + payload).encode() + b"." + payload, ttl)
             except StoreError:
                 log.warning("validation cache unavailable; continuing without it")
         return user
@@ -127,9 +133,16 @@ class TokenValidator:
             return None
         if raw is None:
             return None
-        data = json.loads(raw)
+        mac, _, payload = raw.partition(b".")
+        if not hmac.compare_digest(mac, self._mac(key.encode() + payload).encode()):
+            log.warning("validation cache entry failed its seal; asking Twilio")
+            return None
+        data = json.loads(payload)
         user = FlexUser(**{**data, "roles": tuple(data["roles"])})
         return user if user.expires_at > self.clock() else None
+
+    def _mac(self, data: bytes) -> str:
+        return hmac.new(self._cache_secret, data, hashlib.sha256).hexdigest()
 
     def _ask_twilio(self, token: str) -> FlexUser:
         try:

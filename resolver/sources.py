@@ -23,6 +23,7 @@ KEY_CHARS = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 RECORDING_TYPES = {"mp3": ("audio/mpeg",), "wav": ("audio/wav", "audio/x-wav", "audio/wave")}
+MAX_USES = 1000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -34,6 +35,7 @@ class Source:
     suffix: str = ""
     content_types: tuple[str, ...] = ()
     redirect_hosts: tuple[str, ...] = ()
+    max_uses: int | None = None  # redirect sources only: how often one grant may be opened
     # ("bearer", token) or ("basic", user, password); never printed
     auth: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -118,12 +120,24 @@ def _str_list(name: str, raw: Mapping[str, object], key: str) -> tuple[str, ...]
     return tuple(v.lower() for v in value)
 
 
+def _max_uses(name: str, raw: Mapping[str, object]) -> int | None:
+    value = raw.get("max_uses")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_USES:
+        raise ConfigError(f"sources.{name}: max_uses must be a whole number from 1 to {MAX_USES}")
+    return value
+
+
 def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContext) -> Source:
     if not NAME.fullmatch(name):
         raise ConfigError(f"sources.{name}: a source name is lower-case letters, digits, '-' and '_'")
     if not isinstance(raw, dict):
         raise ConfigError(f"sources.{name} must be a table")
     kind = raw.get("kind")
+    if "max_uses" in raw and kind != "redirect":
+        raise ConfigError(f"sources.{name}: max_uses is for redirect sources only (a stream makes many "
+                          "Range requests per playback)")
     if kind == "twilio-recording":
         fmt = raw.get("format", "mp3")
         if fmt not in RECORDING_TYPES:
@@ -146,7 +160,8 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
             auth=_auth(env, name, raw.get("auth")),
         )
     if kind == "redirect":
-        return Source(name=name, kind=kind, base_url=_check_base_url(name, raw.get("base_url")))
+        return Source(name=name, kind=kind, base_url=_check_base_url(name, raw.get("base_url")),
+                      max_uses=_max_uses(name, raw))
     raise ConfigError(f"sources.{name}: kind must be one of {', '.join(KINDS)}")
 
 

@@ -2,7 +2,8 @@
 
 What lives here is small and must be shared by every worker and instance: the token-validation cache,
 rate-limit and use counters, and revocations. Grants themselves are stateless and never stored.
-Every method raises `StoreError` when the engine is unreachable, so callers can fail closed.
+Every method raises `StoreError` (a 503 `store_unavailable`) when the engine does not answer, so a caller
+that does not catch it fails closed by construction.
 """
 
 from __future__ import annotations
@@ -11,13 +12,29 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import redis
 
+from .errors import StoreUnavailable
 
-class StoreError(Exception):
-    """The store did not answer; the caller decides how to fail closed."""
+T = TypeVar("T")
+ALL_BEFORE = "before"  # the revocation kind whose value is a cut-off time (seconds since the epoch)
+SWEEP_EVERY = 60.0  # seconds between deletions of expired SQLite rows, per process
+
+
+class StoreError(StoreUnavailable):
+    """The store did not answer; unhandled, it becomes 503 `store_unavailable` (fail closed).
+
+    `detail` (which engine failed) is for logs; the response keeps the fixed sentence of StoreUnavailable."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class Store(Protocol):
@@ -26,10 +43,13 @@ class Store(Protocol):
     def put(self, key: str, value: bytes, ttl: float) -> None: ...
 
     def incr(self, key: str, ttl: float) -> int:
-        """Add one to a counter that expires `ttl` seconds after its first increment; return the new value."""
+        """Add one to a counter that expires `ttl` seconds after its first increment; return the new value.
+        Atomic across workers and instances: N concurrent increments always end at N."""
         ...
 
-    def revoke(self, kind: str, value: str, at: float) -> None: ...
+    def revoke(self, kind: str, value: str, at: float) -> None:
+        """Record a revocation durably. For ALL_BEFORE, `value` is the cut-off time; the latest one wins."""
+        ...
 
     def revoked(self, checks: dict[str, str], issued_at: float) -> str | None:
         """Return the kind of the first revocation that matches `checks` (kind -> value) or covers
@@ -41,54 +61,68 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-ALL_BEFORE = "before"
-
-
 class SQLiteStore:
-    """One file shared by the workers of one machine; WAL mode lets readers run beside one writer."""
+    """One file shared by the workers of one machine.
 
-    def __init__(self, path: str) -> None:
+    WAL mode lets readers run beside the one writer; every statement is its own short transaction
+    (autocommit), so a writer waits at most `busy_timeout` seconds for another process's lock and the
+    counters are single atomic UPSERT statements. Revocations are written with a full fsync.
+    """
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
         self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        self.busy_timeout = busy_timeout
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        with self._lock:
-            self._db().executescript(
-                """
-                PRAGMA journal_mode=WAL;
-                CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, exp REAL NOT NULL);
-                CREATE TABLE IF NOT EXISTS revocations (
-                    kind TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (kind, value));
-                """
-            )
+        self._swept = 0.0
+        self._script(
+            """
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, exp REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS revocations (
+                kind TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (kind, value));
+            """
+        )
 
     def _db(self) -> sqlite3.Connection:
-        """One connection per process (statements are short; a lock serialises them)."""
+        """One connection per process (a forked worker opens its own); a lock serialises its statements."""
         if self._conn is None or self._pid != os.getpid():
-            try:
-                self._conn = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as e:
-                raise StoreError("sqlite store unavailable") from e
-            self._pid = os.getpid()
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            # WAL + NORMAL: a commit survives a crash of the process; only revocations ask for FULL (fsync).
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn, self._pid = conn, os.getpid()
         return self._conn
 
-    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _guard(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             with self._lock:
-                return self._db().execute(sql, args).fetchall()
+                return fn(self._db())
         except sqlite3.Error as e:
             raise StoreError("sqlite store failed") from e
 
+    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return self._guard(lambda db: db.execute(sql, args).fetchall())
+
+    def _script(self, sql: str) -> None:
+        self._guard(lambda db: db.executescript(sql))
+
+    def _sweep(self, now: float) -> None:
+        """Delete expired rows now and then, so counters for past windows do not pile up."""
+        if now - self._swept >= SWEEP_EVERY:
+            self._swept = now
+            self._run("DELETE FROM kv WHERE exp <= ?", (now,))
+
     def get(self, key: str) -> bytes | None:
-        rows = self._run("SELECT v FROM kv WHERE k = ? AND exp > ?", (key, time.time()))
-        return rows[0][0] if rows else None
+        rows = self._run("SELECT CAST(v AS BLOB) FROM kv WHERE k = ? AND exp > ?", (key, time.time()))
+        return bytes(rows[0][0]) if rows else None
 
     def put(self, key: str, value: bytes, ttl: float) -> None:
-        self._run("INSERT OR REPLACE INTO kv (k, v, exp) VALUES (?, ?, ?)", (key, value, time.time() + ttl))
-        if int(time.time()) % 60 == 0:  # sweep expired rows now and then, cheaply
-            self._run("DELETE FROM kv WHERE exp <= ?", (time.time(),))
+        now = time.time()
+        self._run("INSERT OR REPLACE INTO kv (k, v, exp) VALUES (?, ?, ?)", (key, value, now + ttl))
+        self._sweep(now)
 
     def incr(self, key: str, ttl: float) -> int:
         now = time.time()
@@ -102,10 +136,19 @@ class SQLiteStore:
             """,
             (key, now + ttl, now, now),
         )
+        self._sweep(now)
         return int(rows[0][0])
 
     def revoke(self, kind: str, value: str, at: float) -> None:
-        self._run("INSERT OR REPLACE INTO revocations (kind, value, at) VALUES (?, ?, ?)", (kind, value, at))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA synchronous=FULL")
+            try:
+                db.execute("INSERT OR REPLACE INTO revocations (kind, value, at) VALUES (?, ?, ?)",
+                           (kind, value, at))
+            finally:
+                db.execute("PRAGMA synchronous=NORMAL")
+
+        self._guard(write)
 
     def revoked(self, checks: dict[str, str], issued_at: float) -> str | None:
         pairs = [(k, v) for k, v in checks.items() if v]
@@ -123,33 +166,37 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
+            if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
-                self._conn = None
+            self._conn = None
 
 
 class RedisStore:
-    """Several machines share one Redis; every operation is one round trip."""
+    """Several machines share one Redis; every operation is one round trip (MULTI/EXEC where it counts).
 
-    def __init__(self, url: str) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    Durability of revocations is the Redis server's: run it with AOF (`appendonly yes`) or snapshots as
+    your recovery point requires. Keys carry the prefix `fmr:`.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+        self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._prefix = "fmr:"
 
-    def _call(self, fn, *args):  # type: ignore[no-untyped-def]
+    def _call(self, fn: Callable[..., T], *args: object) -> T:
         try:
             return fn(*args)
         except redis.RedisError as e:
             raise StoreError("redis store unavailable") from e
 
     def get(self, key: str) -> bytes | None:
-        return self._call(self._redis.get, self._prefix + key)
+        return self._call(self._redis.get, self._prefix + key)  # type: ignore[return-value]
 
     def put(self, key: str, value: bytes, ttl: float) -> None:
         self._call(self._redis.set, self._prefix + key, value, None, max(1, int(ttl * 1000)))
 
     def incr(self, key: str, ttl: float) -> int:
         def run() -> int:
-            pipe = self._redis.pipeline()
+            pipe = self._redis.pipeline(transaction=True)
             pipe.set(self._prefix + key, 0, px=max(1, int(ttl * 1000)), nx=True)
             pipe.incr(self._prefix + key)
             return int(pipe.execute()[1])
@@ -159,16 +206,16 @@ class RedisStore:
     def revoke(self, kind: str, value: str, at: float) -> None:
         if kind == ALL_BEFORE:
             # keep the latest cut-off only: a later "all before" covers every earlier one
-            script = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') " \
-                     "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end"
+            script = ("local c = tonumber(redis.call('GET', KEYS[1]) or '0') "
+                      "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end")
             self._call(self._redis.eval, script, 1, self._prefix + "rev:before", value)
         else:
-            self._call(self._redis.set, f"{self._prefix}rev:{kind}:{value}", str(at))
+            self._call(self._redis.set, f"{self._prefix}rev:{kind}:{value}", repr(at))
 
     def revoked(self, checks: dict[str, str], issued_at: float) -> str | None:
         kinds = [k for k, v in checks.items() if v]
         keys = [f"{self._prefix}rev:{k}:{checks[k]}" for k in kinds] + [self._prefix + "rev:before"]
-        values = self._call(self._redis.mget, keys)
+        values: list = self._call(self._redis.mget, keys)  # type: ignore[assignment]
         for kind, value in zip(kinds, values[:-1], strict=True):
             if value is not None:
                 return kind

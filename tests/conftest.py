@@ -203,21 +203,31 @@ def start_gunicorn(env: dict[str, str], tmp_path: Path, name: str = "gunicorn") 
         try:
             if requests.get(url + "/healthz", timeout=1).status_code == 200:
                 return Gunicorn(url=url, proc=proc, log_path=log_path)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # workers still booting
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("gunicorn did not start: " + log_path.read_text())
 
 
 def stop_gunicorn(server: Gunicorn) -> None:
+    """Quick shutdown. A worker still booting misses the first SIGINT (gunicorn installs its handlers after
+    loading the app), so repeat it each second rather than wait out the graceful timeout."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(server.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            break
+        try:
+            server.proc.wait(timeout=1)
+            return
+        except subprocess.TimeoutExpired:
+            continue
     try:
-        os.killpg(server.proc.pid, signal.SIGINT)  # quick shutdown
-        server.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
         os.killpg(server.proc.pid, signal.SIGKILL)
-        server.proc.wait(timeout=10)
     except ProcessLookupError:
-        server.proc.wait(timeout=10)
+        pass
+    server.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +240,40 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio, stora
 
 
 PYTHON = sys.executable
+
+
+REDIS_URL = os.environ.get("RESOLVER_TEST_REDIS", "redis://127.0.0.1:6379/14")  # a DB of its own, flushed
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The real Redis on 127.0.0.1, its test DB flushed before and after (never DB 0)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.connection_pool.connection_kwargs.get("db", 0) != 0, "use a test DB, never DB 0"
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs against both real engines."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'store.db'}"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def store(store_url: str):  # type: ignore[no-untyped-def]
+    from resolver.store import open_store
+
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+# The fake TaskRouter (attach, tasks API, event hook): fixtures tr_fake, tr_server, tr_settings.
+from tests.taskrouter_helpers import tr_fake, tr_server, tr_settings, tr_switched_server  # noqa: E402, F401

@@ -117,3 +117,20 @@ def test_link_from_elsewhere_is_400_and_unverified_link_404(client, token):
     assert client.post("/api/v1/resolve", json={"url": "http://127.0.0.1:5000/d/abc.def"},
                        headers=ok).status_code == 404
     assert client.post("/api/v1/resolve", data="not json", headers=ok).status_code == 400
+
+
+def test_planted_validation_cache_entry_is_not_believed(client, link, twilio, app):
+    """Whoever can write to the store cannot forge a 'valid' answer: entries are sealed with our key."""
+    import hashlib
+    import json
+
+    store = app.extensions["resolver"].store
+    forged = json.dumps({"identity": "mallory", "worker_sid": WORKER, "roles": ["admin"],
+                         "expires_at": time.time() + 600, "account_sid": ""}).encode()
+    for key in ("tok:" + hashlib.sha256(b"forged-token").hexdigest(),):
+        store.put(key, b"0" * 64 + b"." + forged, 60)
+    assert resolve(client, link, "Bearer forged-token").status_code == 401
+    validator = app.extensions["resolver"].validator
+    real_key = "tok:" + validator._mac(b"forged-token")
+    store.put(real_key, b"0" * 64 + b"." + forged, 60)
+    assert resolve(client, link, "Bearer forged-token").status_code == 401

@@ -160,3 +160,34 @@ def test_drilldown_link_opened_outside_flex_shows_the_401_page(browser: sync_api
     assert page.locator("audio, video").count() == 0 and media == []
     page.screenshot(path=shots / "6-drilldown-401.png")
     context.close()
+
+
+def _grant(demo: Demo, link: str) -> str:
+    import requests
+
+    resp = requests.post(f"{demo.resolver_url}/api/v1/resolve", json={"url": link},
+                         headers={"Authorization": f"Bearer {demo.tokens['allowed']}"}, timeout=5)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["url"]
+
+
+def test_grant_opened_directly_in_a_tab_plays_and_seeks(browser: sync_api.Browser, demo: Demo) -> None:
+    """SPEC: Chromium's media document re-requests the grant from inside itself; our CSP must allow that."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(_grant(demo, demo.links["audio"]))
+    ready = "() => { const m = document.querySelector('video, audio'); return m && m.readyState >= 2; }"
+    page.wait_for_function(ready)
+    page.evaluate("() => { const m = document.querySelector('video, audio'); m.currentTime = 5; m.play(); }")
+    page.wait_for_function("() => document.querySelector('video, audio').currentTime > 5.2")
+    assert page.evaluate("() => document.querySelector('video, audio').error") is None
+    context.close()
+
+
+def test_transcript_grant_opened_directly_is_shown(browser: sync_api.Browser, demo: Demo) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    answer = page.goto(_grant(demo, demo.links["transcript"]))
+    assert answer is not None and answer.status == 200
+    assert "lost my debit card" in page.content()
+    context.close()

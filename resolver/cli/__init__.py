@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from .attach import attach
 from .basic import keygen, links
 from .demo import demo
+from .revoke import revoke
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,4 +17,6 @@ def main() -> None:
 
 main.add_command(keygen)
 main.add_command(links)
+main.add_command(attach)
 main.add_command(demo)
+main.add_command(revoke)

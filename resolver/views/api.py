@@ -11,6 +11,7 @@ from ..access import issue_grant
 from ..context import ctx
 from ..errors import BadRequest, NotFound, ResolverError, Unauthenticated
 from ..flex_auth import bearer_token
+from ..limits import auth_attempt
 from ..links import MediaSpec, build_entry, check_task_sid
 
 bp = Blueprint("api", __name__)
@@ -77,9 +78,10 @@ def link_token_from(url: object) -> str:
 
 @bp.post("/api/v1/resolve")
 def resolve() -> ResponseReturnValue:
-    token = bearer_token(request.headers.get("Authorization"))
-    link_token = link_token_from(json_body().get("url"))
-    issued = issue_grant(token, link_token, via="resolve")
+    with auth_attempt(via="resolve"):
+        token = bearer_token(request.headers.get("Authorization"))
+        link_token = link_token_from(json_body().get("url"))
+        issued = issue_grant(token, link_token, via="resolve")
     return {
         "url": issued.url,
         "expires_at": issued.expires_at,

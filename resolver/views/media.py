@@ -13,6 +13,7 @@ from ..access import check_revocation, issue_grant
 from ..context import ctx
 from ..errors import NotFound, ResolverError, Unauthenticated, error_response
 from ..flex_auth import basic_token
+from ..limits import auth_attempt, count_use, limit_media
 from ..signing import Grant
 from ..sources import upstream_url
 from ..upstream import Transfer
@@ -23,8 +24,9 @@ bp = Blueprint("media", __name__)
 @bp.get("/p/<link_token>")
 def provider(link_token: str) -> ResponseReturnValue:
     """Flex Insights' url_provider: the Basic-auth token in, a grant URL the player refreshes by itself out."""
-    token = basic_token(request.headers.get("Authorization"))
-    issued = issue_grant(token, link_token, via="provider")
+    with auth_attempt(via="provider"):
+        token = basic_token(request.headers.get("Authorization"))
+        issued = issue_grant(token, link_token, via="provider")
     # The player refreshes a URL carrying X-Amz-Expires at 90% of its life and after a playback error.
     return {"media_url": f"{issued.url}?X-Amz-Expires={issued.lifetime}"}
 
@@ -36,6 +38,7 @@ def grant(grant_token: str) -> ResponseReturnValue:
     g_: Grant | None = None
     audit = _grant_auditor(request.method, request.remote_addr)
     try:
+        limit_media()  # before the signature check: grant guessing is counted too
         g_ = c.signer.load_grant(grant_token, now=time.time())
         source = c.settings.sources.get(g_.source)
         if source is None:
@@ -43,6 +46,7 @@ def grant(grant_token: str) -> ResponseReturnValue:
         check_revocation(link_id=g_.link, task=g_.task, identity=g_.identity, issued_at=g_.issued_at)
         url = upstream_url(source, g_.key, channels=g_.channels)
         if source.mode == "redirect":
+            count_use(g_, source)
             transfer.status = 302
             audit("redirected", "", g_, transfer)
             return redirect(url, code=302)

@@ -1,0 +1,101 @@
+"""Attach links to TaskRouter tasks: an API for back-end jobs and a hook for TaskRouter's event callbacks.
+
+`POST /api/v1/tasks/<WT>/media` takes a service key (like /api/v1/links) and exists only when
+RESOLVER_API_KEYS is set. `POST /hooks/taskrouter` takes the workspace's EventCallbackUrl requests, signed
+by Twilio with the account's auth token; with only API-key credentials there is nothing to check the
+signature with, so the hook answers 404. On the events below it lists the task's call recordings (and its
+transcript) through resolver links before the task completes and is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flask import Blueprint, Response, g, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from ..context import ctx
+from ..errors import BadRequest, Forbidden, NotFound, ResolverError
+from ..links import MediaSpec, check_task_sid
+from ..taskrouter import Attacher, AttachResult, TwilioRest, check_workspace_sid
+from ..twilio_signature import is_valid
+from .api import json_body, require_service_key
+
+log = logging.getLogger(__name__)
+bp = Blueprint("tasks", __name__)
+MAX_ENTRIES = 50
+# Events on which the hook attaches: wrap-up comes before completion; completion is the last chance
+# (Insights still takes media updates for a short while before TaskRouter deletes the task).
+HOOK_EVENTS = frozenset({"task.wrapup", "reservation.wrapup", "task.completed"})
+
+
+def _attacher() -> Attacher:
+    c = ctx()
+    return Attacher(c.settings, c.signer, TwilioRest(c.settings, c.http))
+
+
+def _run(task_sid: str, attach: Callable[[], AttachResult]) -> AttachResult:
+    """Attach and audit: every link written into a task, and every refusal, leaves a record."""
+    audit = ctx().audit
+    common = {"task_sid": task_sid, "client": request.remote_addr, "request_id": g.get("request_id")}
+    try:
+        result = attach()
+    except ResolverError as e:
+        audit.record("task_attached", outcome="refused", reason=e.code, **common)
+        raise
+    for spec, _entry in result.added:
+        audit.record("link_issued", outcome="issued", source=spec.source or None, key=spec.key or spec.sid,
+                     type=spec.type, **common)
+    audit.record("task_attached", outcome="written" if result.written else "unchanged", count=len(result.added),
+                 **common)
+    return result
+
+
+@bp.post("/api/v1/tasks/<task_sid>/media")
+def attach_media(task_sid: str) -> ResponseReturnValue:
+    require_service_key()
+    check_task_sid(task_sid)
+    body = json_body()
+    workspace_sid = check_workspace_sid(body.get("workspace_sid"))
+    media, keep_defaults = body.get("media", []), body.get("keep_defaults", False)
+    if not isinstance(keep_defaults, bool):
+        raise BadRequest("keep_defaults must be true or false.", code="bad_request")
+    if not isinstance(media, list) or len(media) > MAX_ENTRIES or not (media or keep_defaults):
+        raise BadRequest(f"media must be a list of up to {MAX_ENTRIES} entries (or set keep_defaults).",
+                         code="bad_media")
+    specs = [MediaSpec.parse({"type": "VoiceRecording", **raw} if isinstance(raw, dict) else raw) for raw in media]
+    result = _run(task_sid, lambda: _attacher().attach(workspace_sid, task_sid, specs, keep_defaults=keep_defaults))
+    return jsonify(task_sid=task_sid, written=result.written, added=len(result.added), media=result.media)
+
+
+def _signed_url() -> str:
+    """The URL Twilio called, as configured on the workspace: our public URL, never the Host header."""
+    query = request.query_string.decode("latin-1")
+    return ctx().settings.public_url + request.path + (f"?{query}" if query else "")
+
+
+@bp.post("/hooks/taskrouter")
+def taskrouter_hook() -> ResponseReturnValue:
+    settings = ctx().settings
+    if not settings.auth_token:
+        raise NotFound()
+    params = list(request.form.items(multi=True))
+    if not is_valid(settings.auth_token, _signed_url(), params, request.headers.get("X-Twilio-Signature")):
+        log.warning("taskrouter hook: missing or invalid X-Twilio-Signature")
+        raise Forbidden("The request is not signed by Twilio for this account.", code="bad_signature")
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise BadRequest("TaskRouter event callbacks are form-encoded.", code="bad_request")
+    event, task_sid = request.form.get("EventType", ""), request.form.get("TaskSid", "")
+    if request.form.get("AccountSid") != settings.account_sid or event not in HOOK_EVENTS or not task_sid:
+        return _no_content()
+    workspace_sid = request.form.get("WorkspaceSid", "")
+    check_task_sid(task_sid)
+    _run(task_sid, lambda: _attacher().attach(workspace_sid, task_sid, keep_defaults=True,
+                                              only_with_recordings=True))
+    return _no_content()
+
+
+def _no_content() -> Response:
+    """What TaskRouter asks event callbacks to answer: 204 with a JSON content type."""
+    return Response(status=204, content_type="application/json")

@@ -1,0 +1,196 @@
+"""Rate limits (per identity, per address on failed auth and on /m) and max_uses, in-process."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+from conftest import RECORDING_SID, WORKER, basic, issue_links, new_token
+
+from resolver import config, create_app, limits
+from resolver.errors import ConfigError, RateLimited
+from resolver.limits import Rate, client_key, hit, peek
+
+HOUR = 3600
+
+
+@pytest.fixture
+def frozen(monkeypatch) -> float:
+    """Every limit decision inside one window: one second after the start of the current hour."""
+    now = math.floor(time.time() / HOUR) * HOUR + 1
+    monkeypatch.setattr(limits, "clock", lambda: now)
+    return now
+
+
+@pytest.fixture
+def make_client(env):  # type: ignore[no-untyped-def]
+    apps = []
+
+    def build(**overrides: str):  # type: ignore[no-untyped-def]
+        app = create_app(config.from_env({**env, **overrides}))
+        apps.append(app)
+        return app.test_client()
+
+    yield build
+    for app in apps:
+        app.extensions["resolver"].close()
+
+
+def audit_records(env: dict) -> list[dict]:
+    with open(env["RESOLVER_AUDIT_LOG"]) as f:
+        return [json.loads(line) for line in f]
+
+
+def resolve(client, url: str, token: str, **kw):  # type: ignore[no-untyped-def]
+    return client.post("/api/v1/resolve", json={"url": url}, headers={"Authorization": f"Bearer {token}"},
+                       **kw)
+
+
+def local(url: str) -> str:
+    return url.split("5000", 1)[1]
+
+
+@pytest.mark.parametrize("text, expected", [("30/minute", Rate(30, 60)), ("1/second", Rate(1, 1)),
+                                            ("1200/hour", Rate(1200, 3600))])
+def test_rate_parse(text, expected):
+    assert Rate.parse(text) == expected
+
+
+def test_hit_allows_the_count_then_429_until_the_window_ends(store):
+    rate, now = Rate(3, 60), 6010.0
+    for _ in range(3):
+        hit(store, "t", "sup@example.com", rate, now=now)
+    with pytest.raises(RateLimited) as info:
+        hit(store, "t", "sup@example.com", rate, now=now + 5)
+    assert info.value.headers["Retry-After"] == "45"  # the window is 6000-6060
+    hit(store, "t", "other@example.com", rate, now=now + 5)  # somebody else has their own budget
+    hit(store, "t", "sup@example.com", rate, now=6060.0)  # the next window starts fresh
+
+
+def test_peek_does_not_count(store):
+    rate = Rate(2, 60)
+    for _ in range(5):
+        peek(store, "p", "203.0.113.9", rate, now=120.0)
+    hit(store, "p", "203.0.113.9", rate, now=120.0)
+    hit(store, "p", "203.0.113.9", rate, now=120.0)
+    with pytest.raises(RateLimited):
+        peek(store, "p", "203.0.113.9", rate, now=120.0)
+
+
+def test_store_keys_hold_no_identity():
+    key, _ = limits._window("identity", "sup@example.com", Rate(1, 60), 0.0)
+    assert "sup" not in key and "example" not in key
+
+
+@pytest.mark.parametrize("addr, expected", [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),
+    (None, "unknown"),
+])
+def test_client_key(addr, expected):
+    assert client_key(addr) == expected
+
+
+def test_resolve_limit_per_identity_shared_with_provider(make_client, twilio, frozen, env):
+    client = make_client(RESOLVER_RESOLVE_LIMIT="3/hour")
+    [entry] = issue_links(client, [{"source": "recordings", "key": RECORDING_SID, "type": "VoiceRecording"}])
+    tok = new_token(twilio, worker_sid=WORKER, identity="busy@example.com")
+    assert [resolve(client, entry["url"], tok).status_code for _ in range(2)] == [200, 200]
+    assert client.get(local(entry["url_provider"]), headers={"Authorization": basic(tok)}).status_code == 200
+    over = resolve(client, entry["url"], tok)
+    assert over.status_code == 429 and over.get_json()["error"]["code"] == "rate_limited"
+    assert over.headers["Retry-After"] == str(HOUR - 1)
+    assert client.get(local(entry["url_provider"]), headers={"Authorization": basic(tok)}).status_code == 429
+    other = new_token(twilio, worker_sid=WORKER, identity="calm@example.com")
+    assert resolve(client, entry["url"], other).status_code == 200
+    denied = [r for r in audit_records(env) if r["event"] == "resolve" and r["reason"] == "rate_limited"]
+    assert len(denied) == 2 and {r["identity"] for r in denied} == {"busy@example.com"}
+
+
+def test_invalid_tokens_from_one_address_stop_reaching_twilio(make_client, twilio, frozen):
+    client = make_client(RESOLVER_RESOLVE_LIMIT="3/hour")
+    [entry] = issue_links(client, [{"source": "recordings", "key": RECORDING_SID, "type": "VoiceRecording"}])
+    before = len(twilio.validations)
+    for i in range(3):
+        assert resolve(client, entry["url"], f"eyJbad{i}").status_code == 401
+    assert len(twilio.validations) == before + 3
+    blocked = resolve(client, entry["url"], "eyJbad-more")
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+    provider = client.get(local(entry["url_provider"]), headers={"Authorization": basic("eyJbad-p")})
+    assert provider.status_code == 429
+    assert len(twilio.validations) == before + 3  # Twilio's IAM was not asked again
+    elsewhere = resolve(client, entry["url"], "eyJbad-x", environ_base={"REMOTE_ADDR": "198.51.100.4"})
+    assert elsewhere.status_code == 401
+
+
+def test_successful_colleagues_behind_one_address_are_not_limited(make_client, twilio, frozen):
+    client = make_client(RESOLVER_RESOLVE_LIMIT="3/hour")
+    [entry] = issue_links(client, [{"source": "recordings", "key": RECORDING_SID, "type": "VoiceRecording"}])
+    tokens = [new_token(twilio, worker_sid=WORKER, identity=f"agent{i}@example.com") for i in range(6)]
+    assert {resolve(client, entry["url"], t).status_code for t in tokens} == {200}
+
+
+def _media_path(client, twilio) -> str:  # type: ignore[no-untyped-def]
+    [entry] = issue_links(client, [{"source": "transcripts", "key": "calls/2026/t1.json", "type": "Raw"}])
+    tok = new_token(twilio, worker_sid=WORKER)
+    return local(resolve(client, entry["url"], tok).get_json()["url"])
+
+
+def test_media_limit_per_address_ignores_forged_forwarded_for(make_client, twilio, frozen, env):
+    client = make_client(RESOLVER_MEDIA_LIMIT="3/hour")
+    path = _media_path(client, twilio)
+    codes = [client.get(path, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    refused = [r for r in audit_records(env) if r["event"] == "grant" and r["outcome"] == "refused"]
+    assert [r["reason"] for r in refused] == ["rate_limited", "rate_limited"]
+    assert {r["client"] for r in refused} == {"127.0.0.1"}
+    other = client.get(path, environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert other.status_code == 200
+
+
+def test_media_limit_follows_forwarded_for_only_behind_a_trusted_proxy(make_client, twilio, frozen):
+    client = make_client(RESOLVER_MEDIA_LIMIT="3/hour", RESOLVER_TRUSTED_PROXIES="1")
+    path = _media_path(client, twilio)
+    codes = {client.get(path, headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(6)}
+    assert codes == {200}
+    same = [client.get(path, headers={"X-Forwarded-For": "10.9.9.9"}).status_code for _ in range(4)]
+    assert same == [200, 200, 200, 429]
+
+
+def test_redirect_grant_max_uses(make_client, env, twilio, tmp_path, frozen):
+    sources = tmp_path / "sources.toml"
+    sources.write_text(sources.read_text().replace("[sources.crm]\n", "[sources.crm]\nmax_uses = 2\n"))
+    client = make_client(RESOLVER_SOURCES=str(sources))
+    [entry] = issue_links(client, [{"source": "crm", "key": "T-1", "type": "Referenced"}])
+    tok = new_token(twilio, worker_sid=WORKER)
+    path = local(resolve(client, entry["url"], tok).get_json()["url"])
+    codes = [client.get(path).status_code for _ in range(3)]
+    assert codes == [302, 302, 403]
+    assert client.get(path).get_json()["error"]["code"] == "grant_used_up"
+    fresh = local(resolve(client, entry["url"], tok).get_json()["url"])
+    assert client.get(fresh).status_code == 302
+
+
+def test_redirect_grant_without_max_uses_is_unlimited(make_client, twilio, frozen):
+    client = make_client()
+    [entry] = issue_links(client, [{"source": "crm", "key": "T-1", "type": "Referenced"}])
+    path = local(resolve(client, entry["url"], new_token(twilio, worker_sid=WORKER)).get_json()["url"])
+    assert {client.get(path).status_code for _ in range(5)} == {302}
+
+
+@pytest.mark.parametrize("source, line", [
+    ("transcripts", "max_uses = 2"),  # a stream: refused
+    ("crm", "max_uses = 0"),
+    ("crm", "max_uses = true"),
+    ("crm", 'max_uses = "2"'),
+    ("crm", "max_uses = 100000"),
+])
+def test_bad_max_uses_is_a_config_error(env, tmp_path, source, line):
+    path = tmp_path / "sources.toml"
+    path.write_text(path.read_text().replace(f"[sources.{source}]\n", f"[sources.{source}]\n{line}\n"))
+    with pytest.raises(ConfigError, match="max_uses"):
+        config.from_env(env)

@@ -1,0 +1,166 @@
+"""One suite, both real engines: SQLite (a temporary file) and Redis (127.0.0.1:6379, a test DB)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import free_port, process_env
+
+from resolver.store import ALL_BEFORE, RedisStore, SQLiteStore, StoreError, open_store
+
+INCR_SCRIPT = (
+    "import sys\n"
+    "from resolver.store import open_store\n"
+    "s = open_store(sys.argv[1])\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    s.incr('shared-counter', 60)\n"
+)
+
+
+def test_open_store_picks_the_backend(store_url, store):
+    assert isinstance(store, SQLiteStore if store_url.startswith("sqlite") else RedisStore)
+
+
+def test_unknown_store_url_is_refused():
+    with pytest.raises(ValueError):
+        open_store("memcached://127.0.0.1:11211")
+
+
+def test_get_missing_key_is_none(store):
+    assert store.get("nothing-here") is None
+
+
+def test_put_then_get_round_trips_bytes(store):
+    store.put("k", b"\x00\xff{json}", ttl=30)
+    assert store.get("k") == b"\x00\xff{json}"
+    store.put("k", b"second", ttl=30)
+    assert store.get("k") == b"second"
+
+
+def test_put_expires_after_ttl(store):
+    store.put("short", b"v", ttl=0.15)
+    assert store.get("short") == b"v"
+    time.sleep(0.3)
+    assert store.get("short") is None
+
+
+def test_incr_counts_from_one_and_reads_back_with_get(store):
+    assert [store.incr("c", ttl=30) for _ in range(3)] == [1, 2, 3]
+    assert int(store.get("c")) == 3
+    assert store.incr("other", ttl=30) == 1
+
+
+def test_incr_expiry_runs_from_the_first_increment(store):
+    store.incr("w", ttl=0.4)
+    time.sleep(0.25)
+    assert store.incr("w", ttl=0.4) == 2  # a later increment does not extend the window
+    time.sleep(0.25)
+    assert store.incr("w", ttl=0.4) == 1
+
+
+def test_incr_is_atomic_across_processes(store_url, store):
+    procs = [subprocess.Popen([sys.executable, "-c", INCR_SCRIPT, store_url, "200"], env=process_env())
+             for _ in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    assert store.incr("shared-counter", ttl=60) == 801
+
+
+@pytest.mark.parametrize("kind", ["link", "task", "subject"])
+def test_revocation_matches_its_kind_and_value_only(store, kind):
+    checks = {"link": "L1", "task": "WT1", "subject": "sup@example.com"}
+    assert store.revoked(checks, issued_at=time.time()) is None
+    store.revoke(kind, checks[kind], at=time.time())
+    assert store.revoked(checks, issued_at=time.time()) == kind
+    others = {k: v + "-other" for k, v in checks.items()}
+    assert store.revoked(others, issued_at=time.time()) is None
+
+
+def test_empty_check_values_never_match(store):
+    store.revoke("task", "", at=time.time())
+    assert store.revoked({"task": "", "link": "L"}, issued_at=time.time()) is None
+
+
+def test_all_before_covers_earlier_issue_times_only(store):
+    store.revoke(ALL_BEFORE, repr(1000.0), at=1000.0)
+    assert store.revoked({"link": "L"}, issued_at=999) == ALL_BEFORE
+    assert store.revoked({"link": "L"}, issued_at=1000.5) is None
+
+
+def test_the_latest_all_before_wins(store):
+    for cut in (100.0, 200.0, 150.0):
+        store.revoke(ALL_BEFORE, repr(cut), at=cut)
+    assert store.revoked({}, issued_at=180) == ALL_BEFORE
+    assert store.revoked({}, issued_at=250) is None
+
+
+def test_revocations_survive_reopening(store_url, store):
+    store.revoke("link", "L-persist", at=time.time())
+    store.close()
+    again = open_store(store_url)
+    try:
+        assert again.revoked({"link": "L-persist"}, issued_at=time.time()) == "link"
+    finally:
+        again.close()
+
+
+def test_ping_answers(store):
+    store.ping()
+
+
+def _broken(store_url: str, tmp_path) -> SQLiteStore | RedisStore:
+    """A store whose engine stops answering: a SQLite file overwritten by junk, or nobody on the port."""
+    if store_url.startswith("sqlite"):
+        path = tmp_path / "broken.db"
+        s = SQLiteStore(str(path))
+        s.close()
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"broken.db{suffix}").unlink(missing_ok=True)
+        path.write_bytes(b"this is not a database" * 100)
+        return s
+    return RedisStore(f"redis://127.0.0.1:{free_port()}/14", timeout=0.5)
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.get("k"),
+    lambda s: s.put("k", b"v", 10),
+    lambda s: s.incr("k", 10),
+    lambda s: s.revoke("link", "L", 1.0),
+    lambda s: s.revoked({"link": "L"}, 1.0),
+    lambda s: s.ping(),
+])
+def test_an_unreachable_store_raises_store_error_as_503(store_url, tmp_path, call):
+    s = _broken(store_url, tmp_path)
+    with pytest.raises(StoreError) as info:
+        call(s)
+    assert info.value.status == 503 and info.value.code == "store_unavailable"
+    assert "sqlite" not in info.value.message and "redis" not in info.value.message
+    s.close()
+
+
+def test_sqlite_writer_waits_for_another_process_lock_then_gives_up(tmp_path):
+    path = tmp_path / "locked.db"
+    s = SQLiteStore(str(path), busy_timeout=0.2)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker holding the write lock
+    try:
+        assert s.revoked({"link": "L"}, issued_at=1.0) is None  # WAL: readers are not blocked
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            s.incr("k", 10)
+        assert 0.15 < time.monotonic() - started < 2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert s.incr("k", 10) == 1
+    s.close()
+
+
+def test_sqlite_uses_wal(tmp_path):
+    path = tmp_path / "wal.db"
+    SQLiteStore(str(path)).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
