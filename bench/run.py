@@ -483,6 +483,10 @@ def main(argv: list[str] | None = None) -> None:
             spies = start_py_spy(stack, args.py_spy, f"{key}-{name.replace(' ', '-')}") if args.py_spy else []
             try:
                 fn(stack, report, args.reps)
+            except BaseException:
+                stack.keep_tmp = True  # keep the logs and the audit trail for a post-mortem
+                say(f"{key}. {name} failed; logs kept in {stack.tmp}\n{stack.log_tail()}")
+                raise
             finally:
                 stop_py_spy(spies)
         info = {"machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
