@@ -5,10 +5,16 @@ heartbeat does not depend on requests, so a long recording is never killed by `t
 The access log names the route template, never the path: paths hold links and grants.
 """
 
-import os
-import shutil
-import sys
-import tempfile
+from gevent import monkey
+
+# Before anything imports ssl or socket (the hooks below import resolver, and with it urllib3): otherwise the
+# workers' TLS stays blocking and one slow HTTPS upstream would stall every stream on that worker.
+monkey.patch_all()
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a web dyno
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

@@ -178,8 +178,13 @@ class RedisStore:
     your recovery point requires. Keys carry the prefix `fmr:`.
     """
 
-    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    def __init__(self, url: str, *, timeout: float = 2.0, max_connections: int = 200) -> None:
+        # A blocking pool: under a burst (hundreds of streams on one gevent worker) a request waits up to
+        # `timeout` for a free connection instead of failing at once with "too many connections" (a 503).
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+            socket_connect_timeout=timeout)
+        self._redis = redis.Redis(connection_pool=pool)
         self._prefix = "fmr:"
 
     def _call(self, fn: Callable[..., T], *args: object) -> T:
@@ -227,6 +232,7 @@ class RedisStore:
 
     def close(self) -> None:
         self._redis.close()
+        self._redis.connection_pool.disconnect()
 
 
 def open_store(url: str) -> Store:

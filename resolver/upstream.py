@@ -115,6 +115,14 @@ def forwarded_headers(client_headers: Mapping[str, str], asked: ByteRange | None
     return headers
 
 
+def _arrived(up: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives. Not raw.stream(CHUNK), which waits until CHUNK bytes are in: a slow upstream's
+    first bytes would reach the listener only after 256 KiB (4 s at 64 KiB/s). read1 passes on whatever has
+    arrived, up to CHUNK; a body cut short still raises (urllib3 enforces Content-Length)."""
+    while chunk := up.raw.read1(CHUNK, decode_content=False):
+        yield chunk
+
+
 class Upstream:
     def __init__(self, settings: Settings, session: requests.Session, hops: requests.Session | None = None) -> None:
         self.settings = settings
@@ -197,7 +205,7 @@ class Upstream:
                 up.close()
                 transfer.complete = True
                 return Response(status=up.status_code, headers=headers, content_type=content_type)
-            chunks = up.raw.stream(CHUNK, decode_content=False)
+            chunks = _arrived(up)
             first = self._first(source, chunks)
         except BaseException:
             up.close()

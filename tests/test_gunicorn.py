@@ -79,6 +79,12 @@ def test_bad_grants_are_403_under_gunicorn(gunicorn, token, mangle):
     assert RECORDING[:64] not in resp.content
 
 
+def test_workers_are_fully_monkey_patched(gunicorn):
+    """ssl imported before gevent patched it would leave HTTPS upstream reads blocking a whole worker."""
+    requests.get(f"{gunicorn.url}/healthz", timeout=5)
+    assert "MonkeyPatchWarning" not in gunicorn.log()
+
+
 def test_access_log_never_holds_links_or_grants(gunicorn, token):
     rec = links(gunicorn.url, [{"source": "recordings", "key": RECORDING_SID, "type": "VoiceRecording"}])[0]
     grant = resolve(gunicorn.url, rec["url"], token).json()["url"]

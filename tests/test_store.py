@@ -164,3 +164,18 @@ def test_sqlite_uses_wal(tmp_path):
     SQLiteStore(str(path)).close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_redis_store_waits_for_a_connection_under_a_burst(redis_url):
+    """More concurrent callers than pooled connections wait their turn instead of failing (a 503)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from resolver.store import RedisStore
+
+    store = RedisStore(redis_url, max_connections=4)
+    try:
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            results = list(pool.map(lambda i: store.incr("burst", 60), range(400)))
+        assert sorted(results) == list(range(1, 401))
+    finally:
+        store.close()

@@ -1,0 +1,1 @@
+"""Benchmarks of the resolver against direct download and /healthz; run with `python -m bench`."""

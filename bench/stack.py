@@ -1,0 +1,222 @@
+"""Start and stop everything a benchmark talks to, all on 127.0.0.1, all state in one temp dir.
+
+- the local upstream (`bench.upstream`, a child process), and a bare TCP relay to it (`bench.relay`),
+- the fake Twilio IAM (`bench.fake_iam`, a child process),
+- the resolver under gunicorn, started from the Procfile's `web:` command line (same config module, same
+  worker class and count) with only HOST/PORT and the settings below in its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import procs
+from .client import fetch
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT_SID = "AC" + "be" * 16
+TASK_SID = "WT" + "be" * 16
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def procfile_command(root: Path = ROOT) -> list[str]:
+    """The Procfile's web command as argv, with `gunicorn` taken from this interpreter's venv."""
+    for line in (root / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            argv = shlex.split(line[len("web:"):])
+            if argv[0] == "gunicorn":
+                argv[0] = str(Path(sys.executable).parent / "gunicorn")
+            return argv
+    raise SystemExit("Procfile has no web: line")
+
+
+def _start_child(argv: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    """Start a child that prints `PORT <n>` first; return it and the port."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "wb"),  # noqa: SIM115
+                            env=env, start_new_session=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise SystemExit(f"{argv[2]} did not start: see {log}")
+    return proc, int(line.split()[1])
+
+
+class Stack:
+    def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, net_rate: int = 200 << 20,
+                 keep_tmp: bool = False) -> None:
+        self.keep_tmp = keep_tmp
+        self.net_rate = net_rate
+        self.tmp = Path(tempfile.mkdtemp(prefix="resolver-bench-"))
+        self.rate = rate
+        # One token for setting up grants, the others only for the resolve benchmark (so their validation
+        # counts are that benchmark's alone).
+        self.tokens = {secrets.token_urlsafe(24): f"supervisor-{i}" for i in range(tokens + 1)}
+        self.ops_token, *self.load_tokens = self.tokens
+        self.api_key = secrets.token_urlsafe(32)
+        self.store = store or f"sqlite:///{self.tmp / 'resolver.db'}"
+        self.children: list[subprocess.Popen] = []
+        self.gunicorn: subprocess.Popen | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> Stack:
+        py = sys.executable
+        up, self.up_port = _start_child([py, "-m", "bench.upstream", "--rate", str(self.rate),
+                                         "--net-rate", str(self.net_rate)],
+                                        self.tmp / "upstream.log")
+        self.children.append(up)
+        self.upstream_pid = up.pid
+        self.upstream_url = f"http://127.0.0.1:{self.up_port}"
+        relay, relay_port = _start_child([py, "-m", "bench.relay", "--to", str(self.up_port)], self.tmp / "relay.log")
+        self.children.append(relay)
+        self.relay_pid = relay.pid
+        self.relay_url = f"http://127.0.0.1:{relay_port}"
+        tokens_file = self.tmp / "tokens.json"
+        tokens_file.write_text(json.dumps(self.tokens))
+        auth_token = secrets.token_hex(16)
+        iam, iam_port = _start_child([py, "-m", "bench.fake_iam", "--account-sid", ACCOUNT_SID,
+                                      "--auth-token", auth_token, "--tokens", str(tokens_file)],
+                                     self.tmp / "fake_iam.log")
+        self.children.append(iam)
+        self.iam_url = f"http://127.0.0.1:{iam_port}"
+        sources = self.tmp / "sources.toml"
+        sources.write_text(
+            f'[sources.bench]\nkind = "http"\nbase_url = "{self.upstream_url}/media/"\n'
+            'content_types = ["audio/mpeg"]\n\n'
+            f'[sources.slow]\nkind = "http"\nbase_url = "{self.upstream_url}/slow/"\n'
+            'content_types = ["audio/mpeg"]\n\n'
+            f'[sources.net]\nkind = "http"\nbase_url = "{self.upstream_url}/net/"\n'
+            'content_types = ["audio/mpeg"]\n'
+        )
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RESOLVER_", "TWILIO_"))}
+        env.update({
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "RESOLVER_SECRET_KEYS": secrets.token_urlsafe(48),
+            "RESOLVER_PUBLIC_URL": self.url,
+            "RESOLVER_SOURCES": str(sources),
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": auth_token,
+            "TWILIO_IAM_URL": self.iam_url,
+            "TWILIO_API_URL": self.iam_url,
+            "TWILIO_TASKROUTER_URL": self.iam_url,
+            "RESOLVER_GRANT_TTL": "3600",  # the bench outlives the default 60 s grants
+            "RESOLVER_API_KEYS": self.api_key,
+            # The per-identity and per-address limits would stop a load test after a few requests; they are
+            # still counted (one store increment per request), only never reached.
+            "RESOLVER_RESOLVE_LIMIT": "1000000/second",
+            "RESOLVER_MEDIA_LIMIT": "1000000/second",
+            "RESOLVER_STORE": self.store,
+            "RESOLVER_AUDIT_LOG": str(self.tmp / "audit.log"),
+        })
+        self.command = procfile_command()
+        self.gunicorn = subprocess.Popen(self.command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=open(self.tmp / "gunicorn.log", "wb"),  # noqa: SIM115
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.gunicorn and self.gunicorn.poll() is not None:
+                raise SystemExit(f"gunicorn exited: see {self.tmp / 'gunicorn.log'}\n" + self.log_tail())
+            try:
+                if fetch(self.url + "/healthz", timeout=2).status == 200 and self.workers():
+                    time.sleep(1.0)  # let every worker finish booting
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("gunicorn did not answer /healthz in time\n" + self.log_tail())
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join((self.tmp / "gunicorn.log").read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        procs_ = ([self.gunicorn] if self.gunicorn else []) + self.children
+        for proc in procs_:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT if proc is self.gunicorn else signal.SIGTERM)
+        for proc in procs_:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what we started
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        if not self.keep_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    @property
+    def master(self) -> int:
+        assert self.gunicorn is not None
+        return self.gunicorn.pid
+
+    def workers(self) -> list[int]:
+        return procs.children(self.master)
+
+    def _json(self, method: str, url: str, body: dict | None = None, headers: dict | None = None) -> dict:
+        raw = json.dumps(body).encode() if body is not None else None
+        hdrs = {"Content-Type": "application/json", **(headers or {})} if raw is not None else headers
+        resp = fetch(url, method=method, headers=hdrs, body=raw, keep=True, timeout=30)
+        if resp.status != 200:
+            raise SystemExit(f"{method} {url.split('?')[0][:60]} answered {resp.status}: {resp.body[:300]!r}")
+        return json.loads(resp.body)
+
+    def links(self, source: str, keys: list[str]) -> list[str]:
+        """Drilldown links for keys of a source, from `POST /api/v1/links` with the service key."""
+        media = [{"source": source, "key": k, "type": "VoiceRecording", "title": f"bench {k}"} for k in keys]
+        answer = self._json("POST", self.url + "/api/v1/links", {"task_sid": TASK_SID, "media": media},
+                            {"Authorization": f"Bearer {self.api_key}"})
+        return [entry["url"] for entry in answer["media"]]
+
+    def resolve(self, token: str, link: str) -> str:
+        """A grant URL for a drilldown link, as the Flex plugin gets it."""
+        return self._json("POST", self.url + "/api/v1/resolve", {"url": link},
+                          {"Authorization": f"Bearer {token}"})["url"]
+
+    def grant(self, source: str, key: str) -> str:
+        return self.resolve(self.ops_token, self.links(source, [key])[0])
+
+    def upstream_stats(self) -> dict:
+        return self._json("GET", self.upstream_url + "/_stats")
+
+    def upstream_reset(self) -> None:
+        self._json("POST", self.upstream_url + "/_reset", {})
+
+    def validations(self) -> dict[str, int]:
+        return self._json("GET", self.iam_url + "/_bench/validations")
