@@ -20,7 +20,7 @@ from .sources import Source
 from .store import StoreError, open_store
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-DUMMY_TOKEN = "resolver-check-not-a-token"  # noqa: S105 - a deliberately invalid token
+DUMMY_TOKEN = "resolver-check-not-a-token"  # noqa: S105  # nosec B105 - a deliberately invalid token
 
 
 @dataclass(frozen=True)
