@@ -23,6 +23,9 @@ worker_connections = int(os.environ.get("RESOLVER_WORKER_CONNECTIONS", "1000"))
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
+# gunicorn 25+ opens a control socket at one per-user path (~/.gunicorn/gunicorn.ctl): a second instance on
+# the machine would take over the first one's. Nothing here uses gunicornc, so no instance opens one.
+control_socket_disable = True
 accesslog = "-"
 access_log_format = (
     '%(h)s "%(m)s %({resolver.route}e)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
