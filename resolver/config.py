@@ -141,9 +141,19 @@ def _twilio_auth(env: Mapping[str, str], account_sid: str) -> tuple[tuple[str, s
     return (account_sid, token), token
 
 
-def from_env(env: Mapping[str, str] | None = None, *, instance_path: str = "instance") -> Settings:
+def default_instance_path() -> str:
+    """The app's Flask instance folder, home of the default SQLite store. The server, the CLI and gunicorn's
+    master must all find the same file, so they all ask Flask the same question (`resolver.app` is the
+    import name `create_app` builds its Flask app with)."""
+    from flask import Flask
+
+    return Flask("resolver.app").instance_path
+
+
+def from_env(env: Mapping[str, str] | None = None, *, instance_path: str | None = None) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad one."""
     env = os.environ if env is None else env
+    instance_path = instance_path or default_instance_path()
     keys = tuple(_csv(_required(env, "RESOLVER_SECRET_KEYS")))
     if not keys or any(len(k) < MIN_KEY_LENGTH for k in keys):
         raise ConfigError(f"RESOLVER_SECRET_KEYS: every key must be at least {MIN_KEY_LENGTH} characters")

@@ -43,14 +43,20 @@ if _OWN_METRICS_DIR:
 
 
 def on_starting(server: object) -> None:
-    """Refuse to start on a bad configuration with one clear line, before any worker boots."""
+    """Refuse to start on a bad configuration or store with one clear line, before any worker boots."""
     from resolver.config import from_env
     from resolver.errors import ConfigError
+    from resolver.store import StoreError, open_store
 
     try:
-        from_env()
+        settings = from_env()
     except ConfigError as e:
         sys.exit(f"resolver: configuration error: {e}")
+    try:
+        # Create a new SQLite store's schema here, once, before the workers fork and open it together.
+        open_store(settings.store_url).close()
+    except (StoreError, OSError) as e:
+        sys.exit(f"resolver: RESOLVER_STORE cannot be opened: {e}")
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if metrics_dir and os.path.isdir(metrics_dir):
         for name in os.listdir(metrics_dir):

@@ -9,6 +9,7 @@ that does not catch it fails closed by construction.
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -22,6 +23,17 @@ from .errors import StoreUnavailable
 T = TypeVar("T")
 ALL_BEFORE = "before"  # the revocation kind whose value is a cut-off time (seconds since the epoch)
 SWEEP_EVERY = 60.0  # seconds between deletions of expired SQLite rows, per process
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, exp REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS revocations (
+    kind TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (kind, value));
+"""
+
+
+def _contended(err: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock right now (worth retrying), rather than a broken file or disk."""
+    text = str(err).lower()
+    return "locked" in text or "busy" in text
 
 
 class StoreError(StoreUnavailable):
@@ -41,6 +53,13 @@ class Store(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Set `key` only if it holds nothing unexpired; True when this call set it (a lease: exactly one of
+        any number of concurrent callers, across workers and instances, gets True)."""
+        ...
+
+    def delete(self, key: str) -> None: ...
 
     def incr(self, key: str, ttl: float) -> int:
         """Add one to a counter that expires `ttl` seconds after its first increment; return the new value.
@@ -77,14 +96,30 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._swept = 0.0
-        self._script(
-            """
-            PRAGMA journal_mode=WAL;
-            CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, exp REAL NOT NULL);
-            CREATE TABLE IF NOT EXISTS revocations (
-                kind TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (kind, value));
-            """
-        )
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        """WAL mode and the tables, tolerating every other process opening the same new file at once.
+
+        Switching a new file to WAL needs a moment of exclusive access, and SQLite answers "database is locked"
+        at once instead of waiting for it (the busy timeout does not cover this step), so several workers
+        booting on a fresh store would fail. Each step is retried, with jitter, until `busy_timeout` has
+        passed; the master process also creates the schema before it forks (gunicorn_config.on_starting)."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                with self._lock:
+                    db = self._db()
+                    if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                        db.execute("PRAGMA journal_mode=WAL")  # persistent: later opens find it set
+                    db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as e:
+                if not _contended(e) or time.monotonic() >= deadline:
+                    raise StoreError("sqlite store failed") from e
+                time.sleep(0.005 + secrets.randbelow(20) / 1000)
+            except sqlite3.Error as e:
+                raise StoreError("sqlite store failed") from e
 
     def _db(self) -> sqlite3.Connection:
         """One connection per process (a forked worker opens its own); a lock serialises its statements."""
@@ -106,9 +141,6 @@ class SQLiteStore:
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._guard(lambda db: db.execute(sql, args).fetchall())
 
-    def _script(self, sql: str) -> None:
-        self._guard(lambda db: db.executescript(sql))
-
     def _sweep(self, now: float) -> None:
         """Delete expired rows now and then, so counters for past windows do not pile up."""
         if now - self._swept >= SWEEP_EVERY:
@@ -123,6 +155,21 @@ class SQLiteStore:
         now = time.time()
         self._run("INSERT OR REPLACE INTO kv (k, v, exp) VALUES (?, ?, ?)", (key, value, now + ttl))
         self._sweep(now)
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        now = time.time()
+        rows = self._run(
+            """
+            INSERT INTO kv (k, v, exp) VALUES (?, ?, ?)
+            ON CONFLICT(k) DO UPDATE SET v = excluded.v, exp = excluded.exp WHERE exp <= ?
+            RETURNING 1
+            """,
+            (key, value, now + ttl, now),
+        )
+        return bool(rows)
+
+    def delete(self, key: str) -> None:
+        self._run("DELETE FROM kv WHERE k = ?", (key,))
 
     def incr(self, key: str, ttl: float) -> int:
         now = time.time()
@@ -187,9 +234,9 @@ class RedisStore:
         self._redis = redis.Redis(connection_pool=pool)
         self._prefix = "fmr:"
 
-    def _call(self, fn: Callable[..., T], *args: object) -> T:
+    def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except redis.RedisError as e:
             raise StoreError("redis store unavailable") from e
 
@@ -197,7 +244,13 @@ class RedisStore:
         return self._call(self._redis.get, self._prefix + key)  # type: ignore[return-value]
 
     def put(self, key: str, value: bytes, ttl: float) -> None:
-        self._call(self._redis.set, self._prefix + key, value, None, max(1, int(ttl * 1000)))
+        self._call(self._redis.set, self._prefix + key, value, px=max(1, int(ttl * 1000)))
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return bool(self._call(self._redis.set, self._prefix + key, value, px=max(1, int(ttl * 1000)), nx=True))
+
+    def delete(self, key: str) -> None:
+        self._call(self._redis.delete, self._prefix + key)
 
     def incr(self, key: str, ttl: float) -> int:
         def run() -> int:

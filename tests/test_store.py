@@ -179,3 +179,70 @@ def test_redis_store_waits_for_a_connection_under_a_burst(redis_url):
         assert sorted(results) == list(range(1, 401))
     finally:
         store.close()
+
+
+def test_add_sets_only_what_is_absent_or_expired(store):
+    assert store.add("lease", b"a", ttl=0.2) is True
+    assert store.add("lease", b"b", ttl=30) is False
+    assert store.get("lease") == b"a"
+    time.sleep(0.3)
+    assert store.add("lease", b"c", ttl=30) is True and store.get("lease") == b"c"
+    store.delete("lease")
+    assert store.get("lease") is None and store.add("lease", b"d", ttl=30) is True
+    store.delete("never-there")  # deleting nothing is fine
+
+
+ADD_SCRIPT = (
+    "import sys\n"
+    "from resolver.store import open_store\n"
+    "s = open_store(sys.argv[1])\n"
+    "won = sum(s.add(f'lease-{i}', b'x', 60) for i in range(int(sys.argv[2])))\n"
+    "print(won)\n"
+)
+
+
+def test_add_gives_each_lease_to_exactly_one_process(store_url, store):
+    procs = [subprocess.Popen([sys.executable, "-c", ADD_SCRIPT, store_url, "100"], env=process_env(),
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    won = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(won) == 100
+
+
+# Several processes open one new SQLite file at the same instant (gunicorn workers booting on a fresh store).
+# Run in a fresh interpreter, so forking happens without the test session's server threads.
+FRESH_BOOT_SCRIPT = r"""
+import multiprocessing as mp, os, sys, tempfile
+from resolver.store import SQLiteStore
+
+def child(path, barrier, results):
+    try:
+        barrier.wait(timeout=30)
+        store = SQLiteStore(path)
+        store.incr("boot", 60)
+        store.close()
+        results.put("")
+    except Exception as e:
+        results.put(f"{type(e).__name__}: {e} ({e.__cause__!r})")
+
+ctx = mp.get_context("fork")
+processes, trials, failures = int(sys.argv[1]), int(sys.argv[2]), []
+for trial in range(trials):
+    path = os.path.join(tempfile.mkdtemp(dir=sys.argv[3]), "store.db")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    children = [ctx.Process(target=child, args=(path, barrier, results)) for _ in range(processes)]
+    for c in children:
+        c.start()
+    errors = [e for e in (results.get(timeout=60) for _ in children) if e]
+    for c in children:
+        c.join()
+    if errors or SQLiteStore(path).incr("boot", 60) != processes + 1:
+        failures.append(f"trial {trial}: {errors}")
+print(len(failures), failures[:3])
+"""
+
+
+def test_six_processes_opening_one_fresh_sqlite_store_at_once_never_fail(tmp_path):
+    out = subprocess.run([sys.executable, "-c", FRESH_BOOT_SCRIPT, "6", "100", str(tmp_path)], env=process_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("0 "), out.stdout

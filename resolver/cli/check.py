@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from flask import Flask
 
 from .. import checks, config
 from ..errors import ConfigError
@@ -22,8 +21,7 @@ def _line(result: checks.Result) -> str:
 def check(timeout: float) -> None:
     """Validate configuration and reach Twilio and every source; exit 1 when something must be fixed."""
     try:
-        # the same instance folder the app uses, so the default SQLite store is the one checked
-        settings = config.from_env(instance_path=Flask("resolver").instance_path)
+        settings = config.from_env()  # the app's own instance folder: the default SQLite store is the one checked
     except ConfigError as e:
         click.echo(_line(checks.Result(checks.FAIL, "configuration", str(e),
                                        "set it in the environment (see SPEC.md, Configuration)")))
