@@ -31,6 +31,10 @@ MAX_TOKEN_LENGTH = 8192
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 WORKER_SID = re.compile(r"WK[0-9a-f]{32}")
 CACHE_CONTEXT = b"flex-media-resolver/validation-cache/v1"
+LEASE_POLL = 0.02  # seconds between looks at the cache while another request asks Twilio about the same token
+DENIAL_TTL = 10.0  # seconds Twilio's "invalid" for a token is remembered (an invalid token never turns valid)
+_DENIAL = b"denied"
+_DENIED = object()
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,30 @@ def _checked(token: str) -> str:
 
 
 def _expiry(value: object) -> float:
+    """IAM's `expiration`, which must name its zone: a naive time would be read in this machine's zone."""
     if not isinstance(value, str):
         raise ValueError("no expiration")
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError("expiration without a time zone")
+    return when.timestamp()
+
+
+def _strings(value: object, name: str) -> tuple[str, ...]:
+    """A JSON list of strings (an object's keys, a bare string or numbers are not roles)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} is not a list of strings")
+    return tuple(value)
+
+
+def _text(value: object, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is not a string")
+    return value
 
 
 class TokenValidator:
@@ -96,27 +121,52 @@ class TokenValidator:
         # to the store cannot plant a "valid" answer, and the store never holds a plain token hash.
         self._cache_secret = hmac.new(settings.secret_keys[-1].encode(), CACHE_CONTEXT, hashlib.sha256).digest()
 
-    def user(self, token: str) -> FlexUser:
-        """Validate the token (cached) and check account, worker and role; raise 401/403/503."""
-        user = self.validate(token)
-        self.authorize(user)
-        return user
-
     def validate(self, token: str) -> FlexUser:
-        cache_key = "tok:" + self._mac(token.encode())
-        cached = self._cached(cache_key)
-        self.on_cache(cached is not None)
-        if cached is not None:
-            return cached
-        user = self._ask_twilio(token)
-        ttl = min(self.settings.validation_cache_ttl, user.expires_at - self.clock())
-        if ttl > 1:
-            try:
-                payload = json.dumps(asdict(user)).encode()
-                self.store.put(cache_key, self._mac(cache_key.encode() + payload).encode() + b"." + payload, ttl)
-            except StoreError:
-                log.warning("validation cache unavailable; continuing without it")
-        return user
+        """The user Twilio says this token belongs to: from the shared cache, or asked of Twilio once.
+
+        Concurrent validations of one token are coalesced across greenlets, workers and instances by a lease
+        in the store: the caller that takes it asks Twilio; the others wait for its answer (at most the IAM
+        timeout), then fail closed with 503. Only Twilio's own verdicts are shared: a valid user (sealed, until
+        shortly before the token expires) and an invalid token (sealed, briefly). A slow or failed call leaves
+        nothing behind but a free lease, so it is never shared as a success."""
+        name = self._mac(token.encode())
+        cache_key, lease_key = "tok:" + name, "tokl:" + name
+        deadline = time.monotonic() + self.settings.connect_timeout + self.settings.validation_timeout
+        while True:
+            leased = False
+            cached = self._cached(cache_key)
+            if cached is None and self._lease(lease_key):
+                leased = True
+                cached = self._cached(cache_key)  # the previous holder may have answered just before we took it
+            if cached is not None:
+                if leased:
+                    self._release(lease_key)
+                if cached is _DENIED:
+                    raise Unauthenticated()
+                self.on_cache(True)
+                return cached  # type: ignore[return-value]
+            if leased:
+                self.on_cache(False)
+                return self._validate_leased(token, cache_key, lease_key)
+            if time.monotonic() >= deadline:
+                log.warning("token validation: another request's answer from Twilio did not arrive in time")
+                raise Unavailable()
+            time.sleep(LEASE_POLL)
+
+    def _validate_leased(self, token: str, cache_key: str, lease_key: str) -> FlexUser:
+        """Ask Twilio while holding the lease; remember its verdict for the waiters, then free the lease."""
+        try:
+            user = self._ask_twilio(token)
+        except Unauthenticated:
+            self._remember(cache_key, _DENIAL, DENIAL_TTL)
+            raise
+        else:
+            ttl = min(self.settings.validation_cache_ttl, user.expires_at - self.clock())
+            if ttl > 1:
+                self._remember(cache_key, json.dumps(asdict(user)).encode(), ttl)
+            return user
+        finally:
+            self._release(lease_key)  # after the verdict is stored, so a waiter finds it
 
     def authorize(self, user: FlexUser) -> None:
         if user.account_sid and user.account_sid != self.settings.account_sid:
@@ -126,7 +176,30 @@ class TokenValidator:
         if not self.settings.allowed_roles.intersection(user.roles):
             raise Forbidden("Your Flex role is not allowed to open media.", code="role_not_allowed")
 
-    def _cached(self, key: str) -> FlexUser | None:
+    def _lease(self, key: str) -> bool:
+        """Take the right to ask Twilio about this token; True also when the store cannot say (no coalescing
+        then, as without a cache)."""
+        lease_for = self.settings.connect_timeout + self.settings.validation_timeout + 1
+        try:
+            return self.store.get(key) is None and self.store.add(key, b"1", lease_for)
+        except StoreError:
+            return True
+
+    def _release(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except StoreError:
+            log.warning("validation lease could not be released; it expires by itself")
+
+    def _remember(self, key: str, payload: bytes, ttl: float) -> None:
+        """Seal and store a verdict of Twilio's: whoever can write to the store cannot forge one."""
+        try:
+            self.store.put(key, self._mac(key.encode() + payload).encode() + b"." + payload, ttl)
+        except StoreError:
+            log.warning("validation cache unavailable; continuing without it")
+
+    def _cached(self, key: str) -> FlexUser | object | None:
+        """A cached user, `_DENIED` for a token Twilio just called invalid, or None."""
         try:
             raw = self.store.get(key)
         except StoreError:
@@ -137,6 +210,8 @@ class TokenValidator:
         if not hmac.compare_digest(mac, self._mac(key.encode() + payload).encode()):
             log.warning("validation cache entry failed its seal; asking Twilio")
             return None
+        if payload == _DENIAL:
+            return _DENIED
         data = json.loads(payload)
         user = FlexUser(**{**data, "roles": tuple(data["roles"])})
         return user if user.expires_at > self.clock() else None
@@ -164,18 +239,19 @@ class TokenValidator:
             raise Unavailable()
         try:
             answer = resp.json()
-            valid = answer.get("valid") is True
-            if not valid:
+            if not isinstance(answer, dict):
+                raise ValueError("not an object")
+            if answer.get("valid") is not True:  # only JSON true: "true", 1 or a non-empty list grant nothing
                 raise Unauthenticated()
-            roles = answer.get("roles") or []
             user = FlexUser(
-                identity=str(answer.get("identity") or ""),
-                worker_sid=str(answer.get("worker_sid") or ""),
-                roles=tuple(r for r in roles if isinstance(r, str)),
+                identity=_text(answer.get("identity"), "identity"),
+                worker_sid=_text(answer.get("worker_sid"), "worker_sid"),
+                roles=_strings(answer.get("roles"), "roles"),
                 expires_at=_expiry(answer.get("expiration")),
-                account_sid=str(answer.get("account_sid") or ""),
+                account_sid=_text(answer.get("account_sid"), "account_sid"),
             )
-        except (ValueError, AttributeError, TypeError) as e:
+        except (ValueError, TypeError) as e:
+            # Twilio said "valid" but not in a shape we can trust: fail closed (503), never a grant.
             log.error("Twilio token validation answered something unreadable")
             raise Unavailable() from e
         if not user.identity or user.expires_at <= self.clock():

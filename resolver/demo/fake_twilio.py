@@ -35,6 +35,7 @@ class FakeTwilio:
     media_requests: list[dict] = field(default_factory=list)
     iam_delay: float = 0.0
     iam_status: int | None = None  # force an error status from IAM
+    answers: dict[str, dict] = field(default_factory=dict)  # token -> an IAM answer sent as it is (odd shapes)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def authorized(self) -> bool:
@@ -46,6 +47,9 @@ class FakeTwilio:
 
         @app.post("/v1/Accounts/<account_sid>/Tokens/validate")
         def validate(account_sid: str):  # type: ignore[no-untyped-def]
+            token = (request.get_json(silent=True) or {}).get("token", "")
+            with self.lock:
+                self.validations.append(token)  # as submitted, before any delay
             if self.iam_delay:
                 time.sleep(self.iam_delay)
             if self.iam_status:
@@ -54,9 +58,8 @@ class FakeTwilio:
                 return jsonify(code=20003, message="Authenticate", status=401), 401
             if account_sid != self.account_sid:
                 return jsonify(code=20404, message="The requested resource was not found", status=404), 404
-            token = (request.get_json(silent=True) or {}).get("token", "")
-            with self.lock:
-                self.validations.append(token)
+            if token in self.answers:
+                return jsonify(self.answers[token])
             user = self.tokens.get(token)
             if user is None or user.expires_at <= time.time():
                 return jsonify(code=20101, valid=False, message="Invalid Access Token", identity=None,
