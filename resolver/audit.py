@@ -80,7 +80,7 @@ FIELDS: dict[str, Field] = {
     "event": Field(str, 40, _WORD),
     "outcome": Field(str, 32, _WORD),  # issued, allowed, denied, served, redirected, refused, attached, ...
     "reason": Field(str, 64, r"[a-z0-9_]{0,40}"),  # the error code of a refusal (errors.ResolverError.code)
-    "via": Field(str, 16, _WORD),  # resolve (the Flex plugin) or provider (the Insights player)
+    "via": Field(str, 16, _WORD),  # resolve (the Flex plugin), provider (the Insights player), cli, api
     "request_id": Field(str, 64, r"[A-Za-z0-9._-]{1,64}"),
     "identity": Field(str, 256),  # the Flex identity, as Twilio's IAM reported it
     "worker_sid": Field(str, 34, _SID.format("WK")),
@@ -104,7 +104,7 @@ FIELDS: dict[str, Field] = {
     "count": Field(int),
     "kind": Field(str, 16, _WORD),  # what a revocation covers: link, task, subject, before
     "before": Field(str, 32, r"[0-9T:.+-]{10,30}Z?"),  # a revocation of everything issued before this time
-    "operator": Field(str, 128),  # who ran `resolver revoke` (the OS user), for revocations from the CLI
+    "operator": Field(str, 128),  # who ran a `resolver` command that writes records (the OS user)
     "pid": Field(int),
     "parent": Field(str, 32, r"[0-9a-f]{1,32}"),
     "records": Field(int),
@@ -114,8 +114,10 @@ WRITER_FIELDS = ("time", "writer", "seq", "prev", "hash")
 
 # The events and their outcomes (documentation for reviewers; the writer accepts any `_WORD` event name).
 EVENTS: dict[str, str] = {
-    "link": "a link for one media entry: issued or refused (POST /api/v1/links, resolver links/attach)",
-    "attach": "media entries for a TaskRouter task: written, unchanged (already there) or refused",
+    "link": "a link for one media entry: issued or refused (POST /api/v1/links, the attach API and hook; "
+            "resolver links/attach with via=cli and the operator)",
+    "attach": "media entries for a TaskRouter task: written, unchanged (already there), dry_run (resolver attach "
+              "--dry-run printed them) or refused; from the CLI with via=cli and the operator",
     "drilldown": "a drilldown link opened outside Flex: refused (401 page), never served",
     "resolve": "a Flex user asked for a grant (via resolve or provider): allowed or denied, with the reason",
     "grant": "a grant used: served (status, bytes, range, duration, complete), redirected or refused",
@@ -191,14 +193,16 @@ class AuditLog:
 
     @classmethod
     def open(
-        cls, target: str, *, secrets: Iterable[str] = (), clock: Callable[[], str] = utc_now
+        cls, target: str, *, secrets: Iterable[str] = (), clock: Callable[[], str] = utc_now,
+        dash: IO[str] | None = None,
     ) -> AuditLog:
-        """`-` is stdout; anything else a file opened for appending (created 0600)."""
+        """`-` is stdout (or the stream `dash` names); anything else a file opened for appending (created 0600)."""
         if target == "-":
+            stream = dash or sys.stdout
             try:
-                sink = _Sink(sys.stdout.fileno(), None, owned=False)
-            except (AttributeError, OSError, ValueError):  # a replaced stdout (tests, notebooks)
-                sink = _Sink(None, sys.stdout, owned=False)
+                sink = _Sink(stream.fileno(), None, owned=False)
+            except (AttributeError, OSError, ValueError):  # a replaced stream (tests, notebooks)
+                sink = _Sink(None, stream, owned=False)
         else:
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
             sink = _Sink(os.open(target, flags, 0o600), None, owned=True)

@@ -6,7 +6,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import BadRequest, NotFound
+from .audit import AuditLog
+from .errors import BadRequest, NotFound, ResolverError
 from .signing import Link, Signer
 from .sources import Source, check_key
 
@@ -93,3 +94,25 @@ def build_entry(
         if spec.start_time:
             entry["start_time"] = spec.start_time
     return entry
+
+
+def issue_entries(
+    specs: list[MediaSpec], *, task_sid: str, sources: Mapping[str, Source], signer: Signer, public_url: str,
+    audit: AuditLog, **who: object,
+) -> list[dict]:
+    """Entries for `specs`, in order, each link issued (or refused) leaving its `link` audit record.
+
+    The one path for `POST /api/v1/links` and `resolver links`, so a link made from a shell is in the trail
+    like one made by a back-end job; `who` says who asked (the CLI: `via` and `operator`)."""
+    entries = []
+    for spec in specs:
+        try:
+            entries.append(build_entry(spec, task_sid=task_sid, sources=sources, signer=signer,
+                                       public_url=public_url))
+        except ResolverError as e:
+            audit.record("link", outcome="refused", reason=e.code, task_sid=task_sid, source=spec.source or None,
+                         **who)
+            raise
+        audit.record("link", outcome="issued", task_sid=task_sid, source=spec.source or None,
+                     key=spec.key or spec.sid or None, media_type=spec.type, **who)
+    return entries

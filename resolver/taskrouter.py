@@ -26,6 +26,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
+from .audit import AuditLog
 from .config import Settings
 from .errors import BadRequest, NotFound, ResolverError
 from .links import CONVERSATION_SID, MediaSpec, build_entry, check_task_sid
@@ -383,6 +384,29 @@ class Attacher:
         if transcript:
             specs.append(MediaSpec(type="ChatTranscript", sid=transcript))
         return [(spec, self._entry(spec, task_sid)) for spec in specs]
+
+
+def attach_audited(attacher: Attacher, audit: AuditLog, workspace_sid: str, task_sid: str,
+                   specs: Sequence[MediaSpec] = (), *, who: Mapping[str, object] | None = None,
+                   **options: bool) -> AttachResult:
+    """`Attacher.attach`, with its audit records: every link written into a task, and every refusal.
+
+    The one path for the attach API, the TaskRouter hook and `resolver attach`; `who` says who asked."""
+    common = {"task_sid": task_sid, "workspace_sid": workspace_sid, **(who or {})}
+    try:
+        result = attacher.attach(workspace_sid, task_sid, specs, **options)
+    except ResolverError as e:
+        audit.record("attach", outcome="refused", reason=e.code, **common)
+        raise
+    for spec, _entry in result.added:
+        audit.record("link", outcome="issued", source=spec.source or None, key=spec.key or spec.sid,
+                     media_type=spec.type, **common)
+    if result.written:
+        outcome = "written"
+    else:
+        outcome = "dry_run" if options.get("dry_run") and result.added else "unchanged"
+    audit.record("attach", outcome=outcome, count=len(result.added), **common)
+    return result
 
 
 def call_sids(attrs: Mapping) -> list[str]:

@@ -59,3 +59,42 @@ def test_cli_errors_are_one_clear_line(run, tr_fake, args, setup, message):
     result = run(*args)
     assert result.exit_code != 0 and message in result.output
     assert "Traceback" not in result.output and tr_fake.writes == []
+
+
+def _records(path) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["event"] not in ("chain_start", "chain_end")]
+
+
+def test_cli_attach_and_dry_run_are_audited_with_the_operator(run, tr_fake, tmp_path, monkeypatch):
+    log = tmp_path / "audit.log"
+    monkeypatch.setenv("RESOLVER_AUDIT_LOG", str(log))
+    tr_fake.add_task(WS, WT, "{}")
+    assert run("--source", "recordings", "--key", RE1, "--dry-run").exit_code == 0
+    assert run("--source", "recordings", "--key", RE1).exit_code == 0
+    assert run("--source", "recordings", "--key", RE1).exit_code == 0
+    attach = [r for r in _records(log) if r["event"] == "attach"]
+    assert [r["outcome"] for r in attach] == ["dry_run", "written", "unchanged"]
+    assert all(r["via"] == "cli" and r["operator"] and r["task_sid"] == WT for r in attach)
+    links = [r for r in _records(log) if r["event"] == "link"]
+    assert links and all(r["outcome"] == "issued" and r["via"] == "cli" for r in links)
+
+
+def test_cli_refused_attach_is_audited(run, tr_fake, tmp_path, monkeypatch):
+    log = tmp_path / "audit.log"
+    monkeypatch.setenv("RESOLVER_AUDIT_LOG", str(log))
+    tr_fake.add_task(WS, WT, "{}")
+    assert run("--source", "crm", "--key", "x", "--type", "Embedded").exit_code != 0
+    [refused] = [r for r in _records(log) if r["event"] == "attach"]
+    assert refused["outcome"] == "refused" and refused["via"] == "cli"
+
+
+def test_cli_links_are_audited_and_stdout_stays_json(tr_server, tmp_path, monkeypatch):
+    for name, value in env_for(tr_server.url, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RESOLVER_AUDIT_LOG", "-")
+    result = CliRunner().invoke(main, ["links", "--task", WT, "--source", "recordings", "--key", RE1])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)["media"]
+    [record] = [json.loads(line) for line in result.stderr.splitlines() if '"event":"link"' in line.replace(" ", "")]
+    assert record["outcome"] == "issued" and record["via"] == "cli" and record["task_sid"] == WT
+    assert entry["url"].startswith("https://") and record["source"] == "recordings" and record["key"] == RE1

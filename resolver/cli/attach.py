@@ -9,9 +9,9 @@ import click
 from ..errors import ResolverError
 from ..links import MediaSpec
 from ..signing import Signer
-from ..taskrouter import Attacher, TwilioRest
+from ..taskrouter import Attacher, TwilioRest, attach_audited
 from ..upstream import new_session
-from .common import load_settings
+from .common import load_settings, open_audit, operator
 
 
 def _specs(sources: tuple[str, ...], keys: tuple[str, ...], types: tuple[str, ...], titles: tuple[str, ...],
@@ -48,14 +48,17 @@ def attach(workspace_sid: str, task_sid: str, sources: tuple[str, ...], keys: tu
     if not specs and not keep_defaults:
         raise click.UsageError("give at least one --source/--key or --transcript, or --keep-defaults")
     settings = load_settings()
+    audit = open_audit(settings)
     with new_session() as http:
         attacher = Attacher(settings, Signer(settings.secret_keys), TwilioRest(settings, http),
                             recording_source=recording_source)
         try:
-            result = attacher.attach(workspace_sid, task_sid, specs, keep_defaults=keep_defaults,
-                                     dry_run=dry_run)
+            result = attach_audited(attacher, audit, workspace_sid, task_sid, specs, who=operator(),
+                                    keep_defaults=keep_defaults, dry_run=dry_run)
         except ResolverError as e:
             raise click.ClickException(f"{e.message} ({e.code})") from e
+        finally:
+            audit.close()
     if dry_run:
         state = "would add" if result.added else "unchanged"
     else:

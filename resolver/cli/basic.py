@@ -8,9 +8,9 @@ import secrets
 import click
 
 from ..errors import ResolverError
-from ..links import MediaSpec, build_entry, check_task_sid
+from ..links import MediaSpec, check_task_sid, issue_entries
 from ..signing import Signer
-from .common import load_settings
+from .common import load_settings, open_audit, operator
 
 
 @click.command()
@@ -31,24 +31,17 @@ def links(task_sid: str, sources: tuple[str, ...], keys: tuple[str, ...], types:
     if len(sources) != len(keys):
         raise click.UsageError("give one --key for each --source")
     settings = load_settings()
-    signer = Signer(settings.secret_keys)
+    specs = [MediaSpec(type=types[i] if i < len(types) else "VoiceRecording", source=source, key=keys[i],
+                       title=titles[i] if i < len(titles) else "")
+             for i, source in enumerate(sources)]
+    audit = open_audit(settings)
     try:
         check_task_sid(task_sid)
-        entries = [
-            build_entry(
-                MediaSpec(
-                    type=types[i] if i < len(types) else "VoiceRecording",
-                    source=source,
-                    key=keys[i],
-                    title=titles[i] if i < len(titles) else "",
-                ),
-                task_sid=task_sid,
-                sources=settings.sources,
-                signer=signer,
-                public_url=settings.public_url,
-            )
-            for i, source in enumerate(sources)
-        ]
+        entries = issue_entries(specs, task_sid=task_sid, sources=settings.sources,
+                                signer=Signer(settings.secret_keys), public_url=settings.public_url, audit=audit,
+                                **operator())
     except ResolverError as e:
         raise click.ClickException(e.message) from e
+    finally:
+        audit.close()
     click.echo(json.dumps({"media": entries}, indent=2))

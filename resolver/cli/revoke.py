@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import getpass
-
 import click
 
 from .. import create_app, revocation
 from ..errors import ConfigError, ResolverError
 from ..store import StoreError
+from .common import operator
 
 
 @click.command()
@@ -30,7 +29,7 @@ def revoke(link: str | None, task_sid: str | None, subject: str | None, all_befo
         with app.app_context():
             c = app.extensions["resolver"]
             rev = revocation.parse({k: v for k, v in given.items() if v is not None}, c.signer)
-            revocation.apply(rev, via="cli", operator=_operator())
+            revocation.apply(rev, **operator())
     except StoreError as e:
         raise click.ClickException(f"nothing was revoked: {e.detail} (check RESOLVER_STORE)") from e
     except ResolverError as e:
@@ -39,11 +38,3 @@ def revoke(link: str | None, task_sid: str | None, subject: str | None, all_befo
         app.extensions["resolver"].close()
     d = rev.describe()
     click.echo(f"revoked {d['kind']} {d['value']} at {d['at']}")
-
-
-def _operator() -> str:
-    """Who ran the command, for the audit record (containers may have no user name)."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return "unknown"

@@ -9,10 +9,10 @@ from flask.typing import ResponseReturnValue
 
 from ..access import issue_grant
 from ..context import ctx
-from ..errors import BadRequest, NotFound, ResolverError, Unauthenticated
+from ..errors import BadRequest, NotFound, Unauthenticated
 from ..flex_auth import bearer_token
 from ..limits import auth_attempt
-from ..links import MediaSpec, build_entry, check_task_sid
+from ..links import MediaSpec, check_task_sid, issue_entries
 
 bp = Blueprint("api", __name__)
 MAX_ENTRIES = 50
@@ -50,18 +50,9 @@ def links() -> ResponseReturnValue:
     if not isinstance(media, list) or not media or len(media) > MAX_ENTRIES:
         raise BadRequest(f"media must be a list of 1 to {MAX_ENTRIES} entries.", code="bad_media")
     c = ctx()
-    entries = []
-    for raw in media:
-        spec = MediaSpec.parse(raw)
-        try:
-            entries.append(build_entry(spec, task_sid=task_sid, sources=c.settings.sources, signer=c.signer,
-                                       public_url=c.settings.public_url))
-        except ResolverError as e:
-            c.audit.record("link", outcome="refused", reason=e.code, task_sid=task_sid, source=spec.source,
-                           client=request.remote_addr)
-            raise
-        c.audit.record("link", outcome="issued", task_sid=task_sid, source=spec.source, key=spec.key,
-                       media_type=spec.type, client=request.remote_addr)
+    specs = [MediaSpec.parse(raw) for raw in media]
+    entries = issue_entries(specs, task_sid=task_sid, sources=c.settings.sources, signer=c.signer,
+                            public_url=c.settings.public_url, audit=c.audit)
     return jsonify(media=entries)
 
 

@@ -10,15 +10,14 @@ transcript) through resolver links before the task completes and is deleted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ..context import ctx
-from ..errors import BadRequest, Forbidden, NotFound, ResolverError
+from ..errors import BadRequest, Forbidden, NotFound
 from ..links import MediaSpec, check_task_sid
-from ..taskrouter import Attacher, AttachResult, TwilioRest, check_workspace_sid
+from ..taskrouter import Attacher, TwilioRest, attach_audited, check_workspace_sid
 from ..twilio_signature import is_valid
 from .api import json_body, require_service_key
 
@@ -35,24 +34,6 @@ def _attacher() -> Attacher:
     return Attacher(c.settings, c.signer, TwilioRest(c.settings, c.http))
 
 
-def _run(task_sid: str, workspace_sid: str, attach: Callable[[], AttachResult]) -> AttachResult:
-    """Attach and audit: every link written into a task, and every refusal, leaves a record."""
-    audit = ctx().audit
-    common = {"task_sid": task_sid, "workspace_sid": workspace_sid, "client": request.remote_addr,
-              "request_id": g.get("request_id")}
-    try:
-        result = attach()
-    except ResolverError as e:
-        audit.record("attach", outcome="refused", reason=e.code, **common)
-        raise
-    for spec, _entry in result.added:
-        audit.record("link", outcome="issued", source=spec.source or None, key=spec.key or spec.sid,
-                     media_type=spec.type, **common)
-    audit.record("attach", outcome="written" if result.written else "unchanged", count=len(result.added),
-                 **common)
-    return result
-
-
 @bp.post("/api/v1/tasks/<task_sid>/media")
 def attach_media(task_sid: str) -> ResponseReturnValue:
     require_service_key()
@@ -66,8 +47,7 @@ def attach_media(task_sid: str) -> ResponseReturnValue:
         raise BadRequest(f"media must be a list of up to {MAX_ENTRIES} entries (or set keep_defaults).",
                          code="bad_media")
     specs = [MediaSpec.parse({"type": "VoiceRecording", **raw} if isinstance(raw, dict) else raw) for raw in media]
-    result = _run(task_sid, workspace_sid,
-                  lambda: _attacher().attach(workspace_sid, task_sid, specs, keep_defaults=keep_defaults))
+    result = attach_audited(_attacher(), ctx().audit, workspace_sid, task_sid, specs, keep_defaults=keep_defaults)
     return jsonify(task_sid=task_sid, written=result.written, added=len(result.added), media=result.media)
 
 
@@ -93,8 +73,8 @@ def taskrouter_hook() -> ResponseReturnValue:
         return _no_content()
     workspace_sid = request.form.get("WorkspaceSid", "")
     check_task_sid(task_sid)
-    _run(task_sid, workspace_sid, lambda: _attacher().attach(workspace_sid, task_sid, keep_defaults=True,
-                                                             only_with_recordings=True))
+    attach_audited(_attacher(), ctx().audit, workspace_sid, task_sid, keep_defaults=True,
+                   only_with_recordings=True)
     return _no_content()
 
 
