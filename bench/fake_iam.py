@@ -22,8 +22,9 @@ def main() -> None:
     parser.add_argument("--account-sid", required=True)
     parser.add_argument("--auth-token", required=True)
     parser.add_argument("--tokens", required=True, help="JSON file: {token: identity}")
+    parser.add_argument("--iam-delay", type=float, default=0.0, help="seconds each validation takes")
     args = parser.parse_args()
-    fake = FakeTwilio(account_sid=args.account_sid, auth_token=args.auth_token)
+    fake = FakeTwilio(account_sid=args.account_sid, auth_token=args.auth_token, iam_delay=args.iam_delay)
     with open(args.tokens) as f:
         for token, identity in json.load(f).items():
             fake.tokens[token] = FlexUser(identity=identity, roles=["supervisor"])

@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,9 +234,33 @@ def bench_concurrency(stack: Stack, report: Report, reps: int, n: int = 300, sec
 
 
 # -- 4. resolve ------------------------------------------------------------------------------------------
+def cold_burst(stack: Stack, report: Report, link: str, n: int = 16) -> None:
+    """n resolves of one token nobody has validated yet, released at one instant (IAM answers in 0.2 s)."""
+    start, failures = threading.Barrier(n), []
+
+    def one() -> None:
+        start.wait()
+        try:
+            stack.resolve(stack.cold_token, link)
+        except Exception as e:  # noqa: BLE001 - counted, reported
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    calls = stack.validations().get(stack.cold_token, 0)
+    report.details["4. cold burst"] = {"resolves": n, "validations": calls, "failures": failures}
+    report.add(f"4. validations for {n} cold concurrent resolves of one token", "",
+               f"{n - len(failures)}/{n} granted", f"{calls} call(s)", "exactly 1, all granted",
+               calls == 1 and not failures)
+
+
 def bench_resolve(stack: Stack, report: Report, reps: int, seconds: float = 2.0, concurrency: int = 16) -> None:
     tokens = stack.load_tokens
     links = stack.links("bench", [f"{16 * MiB + i}.mp3" for i in range(8)])
+    cold_burst(stack, report, links[0])
     for token in tokens:  # warm the validation cache: one validation per token, now
         stack.resolve(token, links[0])
     warmed = time.monotonic()

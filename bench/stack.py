@@ -67,8 +67,8 @@ class Stack:
         self.rate = rate
         # One token for setting up grants, the others only for the resolve benchmark (so their validation
         # counts are that benchmark's alone).
-        self.tokens = {secrets.token_urlsafe(24): f"supervisor-{i}" for i in range(tokens + 1)}
-        self.ops_token, *self.load_tokens = self.tokens
+        self.tokens = {secrets.token_urlsafe(24): f"supervisor-{i}" for i in range(tokens + 2)}
+        self.ops_token, self.cold_token, *self.load_tokens = self.tokens  # cold: the burst test's, used once
         self.api_key = secrets.token_urlsafe(32)
         self.store = store or f"sqlite:///{self.tmp / 'resolver.db'}"
         self.children: list[subprocess.Popen] = []
@@ -91,7 +91,8 @@ class Stack:
         tokens_file.write_text(json.dumps(self.tokens))
         auth_token = secrets.token_hex(16)
         iam, iam_port = _start_child([py, "-m", "bench.fake_iam", "--account-sid", ACCOUNT_SID,
-                                      "--auth-token", auth_token, "--tokens", str(tokens_file)],
+                                      "--auth-token", auth_token, "--tokens", str(tokens_file),
+                                      "--iam-delay", "0.2"],
                                      self.tmp / "fake_iam.log")
         self.children.append(iam)
         self.iam_url = f"http://127.0.0.1:{iam_port}"
