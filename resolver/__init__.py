@@ -11,7 +11,7 @@ __all__ = ["create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use, so `resolver.gunicorn_config` can set PROMETHEUS_MULTIPROC_DIR before the app
+    # Imported on first use, so `resolver.ops.gunicorn_config` can set PROMETHEUS_MULTIPROC_DIR before the app
     # (and prometheus_client) is imported in gunicorn's master.
     if name == "create_app":
         from .app import create_app

@@ -7,15 +7,17 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import audit_web, config, cors, logs, metrics, policy, redact, requestid
-from .audit import AuditLog
-from .context import Context
+from . import config, policy, redact, requestid
+from .access.flex_auth import TokenValidator
+from .access.signing import Signer
+from .audit import hooks as audit_web
+from .audit.log import AuditLog
 from .errors import register_errors
-from .flex_auth import TokenValidator
-from .signing import Signer
+from .ops import logs, metrics
+from .services import Context
 from .store import Store, open_store
-from .upstream import Upstream, new_session
-from .views import api, docs, media, revocations, tasks
+from .streaming.upstream import Upstream, new_session
+from .views import api, cors, docs, media, revocations, tasks
 
 
 def static_folder() -> str:

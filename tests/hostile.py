@@ -419,7 +419,7 @@ def stream_env(tmp_path, base: dict[str, str], hostile_url: str) -> dict[str, st
 
 def mint(signer, source: str, key: str, channels: int | None = None) -> str:
     """A grant path for (source, key), as /api/v1/resolve would issue it."""
-    from resolver.signing import Link
+    from resolver.access.signing import Link
 
     now = int(time.time())
     link = Link(source=source, key=key, type="VoiceRecording", task="WT" + "5" * 32, channels=channels)

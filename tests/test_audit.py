@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from resolver import audit, audit_trail
-from resolver.audit import AuditError, AuditLog
-from resolver.signing import Link, Signer
+from resolver.access.signing import Link, Signer
+from resolver.audit import log as audit
+from resolver.audit import trail as audit_trail
+from resolver.audit.log import AuditError, AuditLog
 
 WK = "WK" + "a" * 32
 WT = "WT" + "b" * 32

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from resolver import audit, audit_trail
-from resolver.audit import AuditLog
+from resolver.audit import log as audit
+from resolver.audit import trail as audit_trail
+from resolver.audit.log import AuditLog
 
 WK = "WK" + "a" * 32
 WT = "WT" + "b" * 32
@@ -134,7 +135,7 @@ def test_rotated_files_verify_as_one_chain(tmp_path):
 
 WRITER_SCRIPT = textwrap.dedent("""
     import os, sys, threading
-    from resolver.audit import AuditLog
+    from resolver.audit.log import AuditLog
     log = AuditLog.open(sys.argv[1])
     log.record("resolve", identity="parent-before-fork")
     children = []
@@ -172,7 +173,7 @@ def test_forked_and_separate_processes_share_one_file(tmp_path):
 
 
 def test_stdout_target_writes_whole_lines(tmp_path):
-    script = "from resolver.audit import AuditLog\nlog = AuditLog.open('-')\n" \
+    script = "from resolver.audit.log import AuditLog\nlog = AuditLog.open('-')\n" \
              "[log.record('resolve', identity=f'u{i}') for i in range(50)]\n"
     out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, check=True, timeout=60).stdout

@@ -8,10 +8,11 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask, request
 
-from resolver import checks, config
+from resolver import config
 from resolver.cli import main
 from resolver.demo.fake_twilio import FakeTwilio
 from resolver.demo.server import ServerThread
+from resolver.ops import checks
 
 ACCOUNT = "AC" + "1" * 32
 AUTH_TOKEN = "twilio-auth-token-for-tests-0123456789"

@@ -9,7 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from resolver.audit import AuditLog
+from resolver.audit.log import AuditLog
 from resolver.cli import main
 
 WK = "WK" + "a" * 32

@@ -44,7 +44,7 @@ def test_demo_command_serves_everything_on_loopback_and_stops_on_ctrl_c() -> Non
 
 def test_the_service_never_loads_the_demo() -> None:
     code = (
-        "import sys; from resolver import create_app; import resolver.cli, resolver.gunicorn_config; "
+        "import sys; from resolver import create_app; import resolver.cli, resolver.ops.gunicorn_config; "
         "print(sorted(m for m in sys.modules if m.startswith('resolver.demo')))"
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)

@@ -11,9 +11,9 @@ import pytest
 from conftest import WORKER, new_token
 
 from resolver import config
+from resolver.access.flex_auth import TokenValidator
 from resolver.errors import Unauthenticated, Unavailable
-from resolver.flex_auth import TokenValidator
-from resolver.upstream import new_session
+from resolver.streaming.upstream import new_session
 
 BURST = 16
 

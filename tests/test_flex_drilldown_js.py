@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from resolver import config
+from resolver.access.links import MediaSpec, build_entry
+from resolver.access.signing import Signer
 from resolver.app import create_app
 from resolver.demo.run import RECORDING_SID, Demo, start_demo
 from resolver.demo.server import ServerThread
-from resolver.links import MediaSpec, build_entry
-from resolver.signing import Signer
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE = shutil.which("node")

@@ -42,9 +42,9 @@ from conftest import (
 from hostile import BLOB, HOSTILE_TOKEN, RESOLVES, mint, stream_env
 
 from resolver import config, create_app
-from resolver.guarded_http import new_guarded_session
-from resolver.signing import Link, Signer
-from resolver.upstream import StreamAborted
+from resolver.access.signing import Link, Signer
+from resolver.streaming.guarded_http import new_guarded_session
+from resolver.streaming.upstream import StreamAborted
 
 PUBLIC = "http://127.0.0.1:5000"
 FLEX = "https://flex.twilio.com"

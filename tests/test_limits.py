@@ -9,9 +9,10 @@ import time
 import pytest
 from conftest import RECORDING_SID, WORKER, basic, issue_links, new_token
 
-from resolver import config, create_app, limits
+from resolver import config, create_app
+from resolver.access import limits
+from resolver.access.limits import Rate, client_key, hit, peek
 from resolver.errors import ConfigError, RateLimited
-from resolver.limits import Rate, client_key, hit, peek
 
 HOUR = 3600
 

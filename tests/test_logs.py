@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.config import Config
 
-from resolver import logs
+from resolver.ops import logs
 
 GRANT = ".eJyrVirOLy1KTlWyUipKTc4vSsnMSy9W0lHKTq0ECgW5GgLZ.Zm9vYmFyYmF6cXV4cXV1eHF1dXg"
 SECRET = "configured-secret-value-1234567890"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resolver import netguard
-from resolver.netguard import address_allowed
+from resolver.streaming import netguard
+from resolver.streaming.netguard import address_allowed
 
 REFUSED = [
     "127.0.0.1", "127.255.255.254", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",

@@ -17,7 +17,7 @@ from conftest import RECORDING_SID, SERVICE_KEY, WORKER, basic, new_token
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from resolver.openapi import document
+from resolver.views.openapi import document
 
 FLEX = "https://flex.twilio.com"
 

@@ -9,7 +9,8 @@ import pytest
 from conftest import RECORDING, RECORDING_SID, TRANSCRIPT, basic, issue_links
 from prometheus_client import REGISTRY
 
-from resolver import audit_trail, config, create_app
+from resolver import config, create_app
+from resolver.audit import trail as audit_trail
 
 METRICS_TOKEN = "metrics-token-" + "m" * 30
 FLEX = "https://flex.twilio.com"

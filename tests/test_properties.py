@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from urllib3.util import parse_url
 
+from resolver.access.signing import CLOCK_SKEW, GRANT_SALT, LINK_SALT, Grant, Link, Signer, _serializer
 from resolver.errors import BadGrant, BadRequest, NotFound
-from resolver.netguard import address_allowed
-from resolver.signing import CLOCK_SKEW, GRANT_SALT, LINK_SALT, Grant, Link, Signer, _serializer
 from resolver.sources import Source, check_key, upstream_url
+from resolver.streaming.netguard import address_allowed
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEYS = ["o" * 40, "n" * 40]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from resolver.access.signing import Link, Signer
 from resolver.errors import BadGrant, NotFound
-from resolver.signing import Link, Signer
 
 KEYS = ["o" * 40, "n" * 40]
 LINK = Link(source="recordings", key="RE" + "1" * 32, type="VoiceRecording", task="WT" + "3" * 32)

@@ -20,7 +20,7 @@ import requests
 from conftest import base_env, start_gunicorn, stop_gunicorn
 from hostile import BLOB, BLOB_SHA, ETAG, HOSTILE_TOKEN, mint, stream_env
 
-from resolver.signing import Signer
+from resolver.access.signing import Signer
 
 SIZE = len(BLOB)
 

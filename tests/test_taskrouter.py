@@ -8,11 +8,11 @@ import threading
 import pytest
 import requests
 
-from resolver import taskrouter as tr
+from resolver.access.links import MediaSpec
+from resolver.access.signing import Signer
 from resolver.demo.fake_taskrouter import FakeTask, recording
-from resolver.links import MediaSpec
-from resolver.signing import Signer
-from resolver.taskrouter import Attacher, TwilioRest
+from resolver.taskrouter import attach as tr
+from resolver.taskrouter.attach import Attacher, TwilioRest
 from tests.taskrouter_helpers import ACCOUNT, PUBLIC_URL, WS, WT, env_for, sid
 
 RE1, RE2, RE3 = sid("RE", 1), sid("RE", 2), sid("RE", 3)

@@ -12,7 +12,7 @@ from flask import Flask
 
 from resolver import config, create_app
 from resolver.demo.fake_taskrouter import FakeTaskRouter, recording
-from resolver.twilio_signature import compute_signature
+from resolver.taskrouter.signature import compute_signature
 from tests.taskrouter_helpers import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, sid
 
 API_KEY = "svc_" + "x" * 40

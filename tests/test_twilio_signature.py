@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resolver.twilio_signature import compute_signature, is_valid
+from resolver.taskrouter.signature import compute_signature, is_valid
 
 TOKEN = "12345"
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

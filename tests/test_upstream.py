@@ -18,8 +18,8 @@ from hostile import BLOB, BLOB_SHA, ETAG, HOSTILE_TOKEN, HUGE, LAST_MODIFIED, RE
 from werkzeug.http import parse_options_header
 
 from resolver import config, create_app
-from resolver.guarded_http import blocked, new_guarded_session
-from resolver.upstream import StreamAborted, content_disposition
+from resolver.streaming.guarded_http import blocked, new_guarded_session
+from resolver.streaming.upstream import StreamAborted, content_disposition
 
 SIZE = len(BLOB)
 

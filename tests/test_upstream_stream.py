@@ -10,7 +10,7 @@ import pytest
 
 from resolver import config
 from resolver.sources import Source
-from resolver.upstream import Transfer, Upstream, new_session
+from resolver.streaming.upstream import Transfer, Upstream, new_session
 
 FIRST, REST = b"a" * 1000, b"b" * 1000
 

@@ -6,11 +6,11 @@ import json
 
 import click
 
+from ..access.links import MediaSpec
+from ..access.signing import Signer
 from ..errors import ResolverError
-from ..links import MediaSpec
-from ..signing import Signer
-from ..taskrouter import Attacher, TwilioRest, attach_audited
-from ..upstream import new_session
+from ..streaming.upstream import new_session
+from ..taskrouter.attach import Attacher, TwilioRest, attach_audited
 from .common import load_settings, open_audit, operator
 
 

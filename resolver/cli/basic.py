@@ -7,9 +7,9 @@ import secrets
 
 import click
 
+from ..access.links import MediaSpec, check_task_sid, issue_entries
+from ..access.signing import Signer
 from ..errors import ResolverError
-from ..links import MediaSpec, check_task_sid, issue_entries
-from ..signing import Signer
 from .common import load_settings, open_audit, operator
 
 

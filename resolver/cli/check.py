@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .. import checks, config
+from .. import config
 from ..errors import ConfigError
+from ..ops import checks
 
 
 def _line(result: checks.Result) -> str:

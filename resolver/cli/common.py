@@ -8,7 +8,7 @@ import sys
 import click
 
 from .. import config, redact
-from ..audit import AuditLog
+from ..audit.log import AuditLog
 from ..errors import ConfigError
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .. import create_app, revocation
+from .. import create_app
+from ..access import revocation
 from ..errors import ConfigError, ResolverError
 from ..store import StoreError
 from .common import operator

@@ -20,9 +20,9 @@ from pathlib import Path
 from flask import Flask
 
 from .. import config
+from ..access.links import MediaSpec, build_entry
+from ..access.signing import Signer
 from ..app import create_app
-from ..links import MediaSpec, build_entry
-from ..signing import Signer
 from .fake_twilio import FakeTwilio, FlexUser
 from .server import ServerThread
 from .site import site_app

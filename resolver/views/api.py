@@ -7,12 +7,12 @@ import hmac
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from ..access import issue_grant
-from ..context import ctx
+from ..access.flex_auth import bearer_token
+from ..access.grants import issue_grant
+from ..access.limits import auth_attempt
+from ..access.links import MediaSpec, check_task_sid, issue_entries
 from ..errors import BadRequest, NotFound, Unauthenticated
-from ..flex_auth import bearer_token
-from ..limits import auth_attempt
-from ..links import MediaSpec, check_task_sid, issue_entries
+from ..services import ctx
 
 bp = Blueprint("api", __name__)
 MAX_ENTRIES = 50

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from ..context import ctx
-from ..openapi import document
+from ..services import ctx
+from .openapi import document
 
 bp = Blueprint("docs", __name__)
 

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from flask import Blueprint, g, redirect, request
 from flask.typing import ResponseReturnValue
 
-from ..access import check_revocation, issue_grant
-from ..context import ctx
+from ..access.flex_auth import basic_token
+from ..access.grants import check_revocation, issue_grant
+from ..access.limits import auth_attempt, count_use, limit_media
+from ..access.signing import Grant
 from ..errors import NotFound, ResolverError, Unauthenticated, error_response
-from ..flex_auth import basic_token
-from ..limits import auth_attempt, count_use, limit_media
-from ..signing import Grant
+from ..services import ctx
 from ..sources import upstream_url
-from ..upstream import Transfer
+from ..streaming.upstream import Transfer
 
 bp = Blueprint("media", __name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, g, request
 from flask.typing import ResponseReturnValue
 
-from .. import revocation
-from ..context import ctx
+from ..access import revocation
+from ..services import ctx
 from .api import json_body, require_service_key
 
 bp = Blueprint("revocations", __name__)

@@ -14,11 +14,11 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from ..context import ctx
+from ..access.links import MediaSpec, check_task_sid
 from ..errors import BadRequest, Forbidden, NotFound
-from ..links import MediaSpec, check_task_sid
-from ..taskrouter import Attacher, TwilioRest, attach_audited, check_workspace_sid
-from ..twilio_signature import is_valid
+from ..services import ctx
+from ..taskrouter.attach import Attacher, TwilioRest, attach_audited, check_workspace_sid
+from ..taskrouter.signature import is_valid
 from .api import json_body, require_service_key
 
 log = logging.getLogger(__name__)

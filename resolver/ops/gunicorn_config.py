@@ -1,4 +1,4 @@
-"""gunicorn settings for the Procfile (`gunicorn --config python:resolver.gunicorn_config ...`).
+"""gunicorn settings for the Procfile (`gunicorn --config python:resolver.ops.gunicorn_config ...`).
 
 gevent workers hold thousands of long media streams each without a thread per stream, and their
 heartbeat does not depend on requests, so a long recording is never killed by `timeout` (unlike `sync`).
@@ -33,7 +33,7 @@ access_log_format = (
 # Headers are not a place for secrets either: never log them.
 limit_request_field_size = 16384
 # gunicorn's error log would print "Error handling request /m/<grant>": this logger blanks tokens.
-logger_class = "resolver.logs.GunicornLogger"
+logger_class = "resolver.ops.logs.GunicornLogger"
 
 # Prometheus counters summed over all workers (resolver/metrics.py). Set here, before any worker imports
 # prometheus_client; an operator-set directory is used as given and emptied at start.

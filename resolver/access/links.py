@@ -6,10 +6,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .audit import AuditLog
-from .errors import BadRequest, NotFound, ResolverError
+from ..audit.log import AuditLog
+from ..errors import BadRequest, NotFound, ResolverError
+from ..sources import Source, check_key
 from .signing import Link, Signer
-from .sources import Source, check_key
 
 TYPES = ("VoiceRecording", "Raw", "Referenced", "ChatTranscript")
 TASK_SID = re.compile(r"WT[0-9a-f]{32}")

@@ -33,8 +33,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from .context import Context, ctx
-from .errors import NotFound, Unauthenticated
+from ..errors import NotFound, Unauthenticated
+from ..services import Context, ctx
 
 RESOLVES = Counter("resolver_resolves_total", "Grant requests from Flex users, by channel and outcome",
                    ["via", "outcome"])

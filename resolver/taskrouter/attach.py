@@ -26,12 +26,12 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from .audit import AuditLog
-from .config import Settings
-from .errors import BadRequest, NotFound, ResolverError
-from .links import CONVERSATION_SID, MediaSpec, build_entry, check_task_sid
-from .signing import Link, Signer
-from .sources import Source
+from ..access.links import CONVERSATION_SID, MediaSpec, build_entry, check_task_sid
+from ..access.signing import Link, Signer
+from ..audit.log import AuditLog
+from ..config import Settings
+from ..errors import BadRequest, NotFound, ResolverError
+from ..sources import Source
 
 WORKSPACE_SID = re.compile(r"WS[0-9a-f]{32}")
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .audit import CHAIN_EVENTS, GENESIS, record_hash
+from .log import CHAIN_EVENTS, GENESIS, record_hash
 
 
 @dataclass

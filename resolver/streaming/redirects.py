@@ -16,11 +16,11 @@ from urllib.parse import urljoin
 
 from urllib3.util import Url, parse_url
 
-from . import policy
-from .errors import UpstreamFailed
-from .sources import LOOPBACK_HOSTS, Source
+from .. import policy
+from ..errors import UpstreamFailed
+from ..sources import LOOPBACK_HOSTS, Source
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("resolver.redirects")  # the name in log lines, as before the move
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_LOCATION = 4096

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
-from .errors import BadGrant, NotFound
+from ..errors import BadGrant, NotFound
 
 LINK_SALT = "flex-media-resolver/link/v1"
 GRANT_SALT = "flex-media-resolver/grant/v1"

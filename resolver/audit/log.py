@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from . import redact
+from .. import redact
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("resolver.audit")  # the name in log lines, as before the move
 
 GENESIS = "0" * 64
 REDACTED = redact.REDACTED

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 from flask import g, request
 
+from ..errors import NotFound, ResolverError, Revoked, Unauthenticated
+from ..services import ctx
+from ..sources import Source
 from . import limits
-from .context import ctx
-from .errors import NotFound, ResolverError, Revoked, Unauthenticated
 from .flex_auth import FlexUser
 from .signing import Grant, Link
-from .sources import Source
 
 
 @dataclass(frozen=True)

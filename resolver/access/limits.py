@@ -26,11 +26,11 @@ from functools import lru_cache
 
 from flask import request
 
-from .context import ctx
-from .errors import RateLimited, Unauthenticated, UsedUp
+from ..errors import RateLimited, Unauthenticated, UsedUp
+from ..services import ctx
+from ..sources import Source
+from ..store import Store
 from .signing import CLOCK_SKEW, Grant
-from .sources import Source
-from .store import Store
 
 clock: Callable[[], float] = time.time  # tests freeze it inside one window
 PERIODS = {"second": 1, "minute": 60, "hour": 3600}

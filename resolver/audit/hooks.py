@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, has_request_context, request
 
-from . import requestid
-from .audit import AuditLog
+from .. import requestid
+from .log import AuditLog
 
 # endpoint -> (event, outcome, via) for a refusal the view did not record itself
 AUDITED_ENDPOINTS = {

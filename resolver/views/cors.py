@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from flask import Response, request
 
-from . import policy
-from .errors import Forbidden
+from .. import policy
+from ..errors import Forbidden
 
 # endpoint name -> (methods a preflight may allow, whether our own origin counts)
 CORS_ENDPOINTS = {

@@ -26,14 +26,15 @@ from requests.hooks import dispatch_hook
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from . import policy, redirects
-from .config import Settings
-from .errors import NotFound, RangeNotSatisfiable, UpstreamFailed, UpstreamTimeout
+from .. import policy
+from ..config import Settings
+from ..errors import NotFound, RangeNotSatisfiable, UpstreamFailed, UpstreamTimeout
+from ..sources import Source
+from . import redirects
 from .guarded_http import blocked, new_guarded_session
 from .http_range import ByteRange, Unsatisfiable, entity_length, parse_range, part_matches
-from .sources import Source
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("resolver.upstream")  # the name in log lines, as before the move
 
 CHUNK = policy.STREAM_CHUNK
 SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")

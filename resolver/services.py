@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import requests
 from flask import current_app
 
-from .audit import AuditLog
+from .access.flex_auth import TokenValidator
+from .access.signing import Signer
+from .audit.log import AuditLog
 from .config import Settings
-from .flex_auth import TokenValidator
-from .signing import Signer
 from .store import Store
-from .upstream import Upstream
+from .streaming.upstream import Upstream
 
 
 @dataclass

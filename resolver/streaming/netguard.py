@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from ipaddress import IPv4Address, IPv6Address
 
-from . import policy
+from .. import policy
 
 BLOCKED = tuple(ipaddress.ip_network(n) for n in policy.BLOCKED_NETWORKS)
 _V4_BLOCKED = tuple(n for n in BLOCKED if n.version == 4)

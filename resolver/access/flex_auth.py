@@ -21,11 +21,11 @@ from datetime import datetime
 
 import requests
 
-from .config import Settings
-from .errors import Forbidden, Unauthenticated, Unavailable
-from .store import Store, StoreError
+from ..config import Settings
+from ..errors import Forbidden, Unauthenticated, Unavailable
+from ..store import Store, StoreError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("resolver.flex_auth")  # the name in log lines, as before the move
 
 MAX_TOKEN_LENGTH = 8192
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .config import Settings
-from .sources import Source
-from .store import StoreError, open_store
+from ..config import Settings
+from ..sources import Source
+from ..store import StoreError, open_store
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 DUMMY_TOKEN = "resolver-check-not-a-token"  # noqa: S105  # nosec B105 - a deliberately invalid token

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
-from . import redact, requestid
+from .. import redact, requestid
 
 FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"

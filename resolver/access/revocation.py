@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from .context import ctx
-from .errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound
+from ..services import ctx
+from ..store import ALL_BEFORE, StoreError
 from .links import check_task_sid
 from .signing import CLOCK_SKEW, Signer
-from .store import ALL_BEFORE, StoreError
 
 # request field (API body key, CLI option without dashes) -> store kind
 FIELDS = {"link": "link", "task_sid": "task", "subject": "subject", "all_before": ALL_BEFORE}

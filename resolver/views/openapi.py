@@ -10,9 +10,9 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from . import policy
-from .links import MAX_TITLE, TYPES
-from .views.api import MAX_ENTRIES
+from .. import policy
+from ..access.links import MAX_TITLE, TYPES
+from .api import MAX_ENTRIES
 
 JSON = "application/json"
 SID = {"task": r"^WT[0-9a-f]{32}$", "conversation": r"^(CH|IS)[0-9a-f]{32}$"}

@@ -1,0 +1,1 @@
+"""Running the service: logs, metrics, start-up checks, gunicorn settings."""

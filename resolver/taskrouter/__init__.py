@@ -1,0 +1,1 @@
+"""TaskRouter: the REST client, merging media into task attributes, attaching links, the webhook signature."""
