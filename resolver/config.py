@@ -13,10 +13,9 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .sources import Source, TwilioContext, load_sources
+from .twilio_ids import ACCOUNT_SID, API_KEY_SID
 
 MIN_KEY_LENGTH = 32
-ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
-API_KEY_SID = re.compile(r"SK[0-9a-f]{32}")
 RATE = re.compile(r"\d+/(second|minute|hour)")
 DEFAULT_ORIGINS = "https://flex.twilio.com"
 

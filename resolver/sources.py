@@ -16,11 +16,11 @@ from urllib.parse import quote
 from urllib3.util import parse_url
 
 from .errors import BadRequest, ConfigError
+from .twilio_ids import RECORDING_SID
 
 KINDS = ("twilio-recording", "http", "redirect")
 MAX_KEY_LENGTH = 512
 KEY_CHARS = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
-RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 RECORDING_TYPES = {"mp3": ("audio/mpeg",), "wav": ("audio/wav", "audio/x-wav", "audio/wave")}
 MAX_USES = 1000

@@ -8,11 +8,12 @@ import threading
 import pytest
 import requests
 
+from resolver import taskrouter as tr
 from resolver.access.links import MediaSpec
 from resolver.access.signing import Signer
 from resolver.demo.fake_taskrouter import FakeTask, recording
-from resolver.taskrouter import attach as tr
-from resolver.taskrouter.attach import Attacher, TwilioRest
+from resolver.errors import BadRequest
+from resolver.taskrouter import Attacher, TwilioRest
 from tests.taskrouter_helpers import ACCOUNT, PUBLIC_URL, WS, WT, env_for, sid
 
 RE1, RE2, RE3 = sid("RE", 1), sid("RE", 2), sid("RE", 3)
@@ -249,14 +250,14 @@ def test_an_existing_raw_first_list_is_fixed_when_we_add(tr_fake, attacher):
 
 def test_a_raw_only_list_is_refused(tr_fake, attacher):
     tr_fake.add_task(WS, WT, "{}")
-    with pytest.raises(tr.BadRequest) as e:
+    with pytest.raises(BadRequest) as e:
         attacher.attach(WS, WT, [MediaSpec(type="Raw", source="transcripts", key="t/1.json")])
     assert e.value.code == "raw_only" and tr_fake.writes == []
 
 
 def test_embedded_is_refused_before_touching_twilio(tr_fake, attacher):
     tr_fake.add_task(WS, WT, "{}")
-    with pytest.raises(tr.BadRequest) as e:
+    with pytest.raises(BadRequest) as e:
         attacher.attach(WS, WT, [MediaSpec(type="Embedded", source="crm", key="x")])
     assert e.value.code == "embedded_refused"
     assert tr_fake.reads == [] and tr_fake.writes == []
@@ -404,7 +405,7 @@ def test_unreachable_twilio_is_a_clear_502(tr_settings, sleeps, session):
 
 @pytest.mark.parametrize("ws, wt", [("WSbad", WT), (WS, "WT../../x"), (WS, sid("WT", 0xabc).upper()), ("", "")])
 def test_bad_sids_are_refused_before_any_request(tr_fake, attacher, ws, wt):
-    with pytest.raises(tr.BadRequest):
+    with pytest.raises(BadRequest):
         attacher.attach(ws, wt, [rec(RE1)])
     assert tr_fake.reads == []
 

@@ -24,12 +24,12 @@ import requests
 from ..config import Settings
 from ..errors import Forbidden, Unauthenticated, Unavailable
 from ..store import Store, StoreError
+from ..twilio_ids import WORKER_SID
 
 log = logging.getLogger("resolver.flex_auth")  # the name in log lines, as before the move
 
 MAX_TOKEN_LENGTH = 8192
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
-WORKER_SID = re.compile(r"WK[0-9a-f]{32}")
 CACHE_CONTEXT = b"flex-media-resolver/validation-cache/v1"
 LEASE_POLL = 0.02  # seconds between looks at the cache while another request asks Twilio about the same token
 DENIAL_TTL = 10.0  # seconds Twilio's "invalid" for a token is remembered (an invalid token never turns valid)

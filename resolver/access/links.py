@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..audit.log import AuditLog
 from ..errors import BadRequest, NotFound, ResolverError
 from ..sources import Source, check_key
+from ..twilio_ids import CONVERSATION_SID, TASK_SID
 from .signing import Link, Signer
 
 TYPES = ("VoiceRecording", "Raw", "Referenced", "ChatTranscript")
-TASK_SID = re.compile(r"WT[0-9a-f]{32}")
-CONVERSATION_SID = re.compile(r"(CH|IS)[0-9a-f]{32}")
 MAX_TITLE = 200
 
 

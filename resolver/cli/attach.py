@@ -10,7 +10,7 @@ from ..access.links import MediaSpec
 from ..access.signing import Signer
 from ..errors import ResolverError
 from ..streaming.upstream import new_session
-from ..taskrouter.attach import Attacher, TwilioRest, attach_audited
+from ..taskrouter import Attacher, TwilioRest, attach_audited
 from .common import load_settings, open_audit, operator
 
 

@@ -12,10 +12,11 @@ from typing import Any
 
 from .. import policy
 from ..access.links import MAX_TITLE, TYPES
+from ..twilio_ids import CONVERSATION_SID, TASK_SID, WORKSPACE_SID, schema_pattern
 from .api import MAX_ENTRIES
 
 JSON = "application/json"
-SID = {"task": r"^WT[0-9a-f]{32}$", "conversation": r"^(CH|IS)[0-9a-f]{32}$"}
+SID = {"task": schema_pattern(TASK_SID), "conversation": schema_pattern(CONVERSATION_SID)}
 TOKEN = {"type": "string", "minLength": 1, "maxLength": 4096}
 
 
@@ -132,7 +133,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["workspace_sid"],
         "properties": {
-            "workspace_sid": {"type": "string", "pattern": r"^WS[0-9a-f]{32}$"},
+            "workspace_sid": {"type": "string", "pattern": schema_pattern(WORKSPACE_SID)},
             "media": {"type": "array", "maxItems": MAX_ENTRIES, "items": _ref("MediaSpec")},
             "keep_defaults": {"type": "boolean", "description": "Keep the task's own recording and transcript."},
         },

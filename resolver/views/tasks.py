@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 from ..access.links import MediaSpec, check_task_sid
 from ..errors import BadRequest, Forbidden, NotFound
 from ..services import ctx
-from ..taskrouter.attach import Attacher, TwilioRest, attach_audited, check_workspace_sid
+from ..taskrouter import Attacher, TwilioRest, attach_audited, check_workspace_sid
 from ..taskrouter.signature import is_valid
 from .api import json_body, require_service_key
 

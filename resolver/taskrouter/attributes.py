@@ -1,0 +1,119 @@
+"""Task attributes: parse strictly, change only `conversations.media`, read what Flex voice tasks name."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
+from ..errors import BadRequest
+from ..twilio_ids import CALL_SID, CONFERENCE_SID, CONVERSATION_SID, RECORDING_SID
+from .errors import AttributesUnparseable
+
+RECORDING_IN_URL = re.compile(rf"/Recordings/({RECORDING_SID.pattern})")
+CALL_KEYS = ("call_sid", "callSid")
+TRANSCRIPT_KEYS = ("conversationSid", "conversation_sid", "channelSid", "channel_sid")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj: dict = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError("duplicate key")
+        obj[key] = value
+    return obj
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _reject(text: str) -> object:
+    raise ValueError(f"{text} is not JSON")
+
+
+def conversations(attrs: Mapping) -> object:
+    """attributes.conversations, where absent and null both mean "nothing there yet"."""
+    value = attrs.get("conversations")
+    return {} if value is None else value
+
+
+def parse_attributes(raw: str) -> tuple[dict, list[dict]]:
+    """The attributes and their current media list, or AttributesUnparseable if rewriting could lose data."""
+    try:
+        attrs = json.loads(raw or "{}", object_pairs_hook=_unique_keys, parse_float=_finite,
+                           parse_constant=_reject)
+    except (ValueError, RecursionError) as e:
+        raise AttributesUnparseable() from e
+    if not isinstance(attrs, dict):
+        raise AttributesUnparseable()
+    convs = conversations(attrs)
+    if not isinstance(convs, dict):
+        raise AttributesUnparseable()
+    media = convs.get("media")
+    media = [] if media is None else media
+    if not isinstance(media, list) or not all(isinstance(e, dict) for e in media):
+        raise AttributesUnparseable()
+    return attrs, media
+
+
+def with_media(attrs: dict, media: list[dict]) -> str:
+    """The attributes with conversations.media replaced and nothing else changed."""
+    updated = dict(attrs)
+    updated["conversations"] = {**conversations(attrs), "media": media}  # type: ignore[dict-item]
+    return json.dumps(updated, separators=(",", ":"))
+
+
+def flex_order(media: list[dict]) -> list[dict]:
+    """A Raw entry first stops Flex's Conversation Screen opening: bring the first other entry forward."""
+    if not media or media[0].get("type") != "Raw":
+        return media
+    for i, entry in enumerate(media):
+        if entry.get("type") != "Raw":
+            return [entry, *media[:i], *media[i + 1:]]
+    raise BadRequest("A media list of only Raw entries would stop Flex's Conversation Screen from opening; "
+                     "add a VoiceRecording, Referenced or ChatTranscript entry.", code="raw_only")
+
+
+def call_sids(attrs: Mapping) -> list[str]:
+    """Call and conference SIDs a Flex voice task names: call_sid and conference.sid / .participants."""
+    candidates = [attrs.get(k) for k in CALL_KEYS]
+    conference = attrs.get("conference")
+    if isinstance(conference, dict):
+        candidates.append(conference.get("sid"))
+        participants = conference.get("participants")
+        if isinstance(participants, dict):
+            candidates.extend(participants.values())
+    found: list[str] = []
+    for value in candidates:
+        if isinstance(value, str) and (CALL_SID.fullmatch(value) or CONFERENCE_SID.fullmatch(value)):
+            if value not in found:
+                found.append(value)
+    return found
+
+
+def transcript_sid(attrs: Mapping) -> str | None:
+    for key in TRANSCRIPT_KEYS:
+        value = attrs.get(key)
+        if isinstance(value, str) and CONVERSATION_SID.fullmatch(value):
+            return value
+    return None
+
+
+def iso_time(value: object) -> str:
+    """Twilio's REST dates (RFC 2822) as the ISO 8601 UTC form Insights expects; '' when unknown."""
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return ""
+    if parsed.tzinfo is None:
+        return ""
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
