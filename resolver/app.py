@@ -9,6 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config, policy, redact, requestid
 from .access.flex_auth import TokenValidator
+from .access.grants import Gate
 from .access.signing import Signer
 from .audit import hooks as audit_web
 from .audit.log import AuditLog
@@ -38,20 +39,22 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     http = new_session()
     store = store or open_store(settings.store_url)
     audit = AuditLog.open(settings.audit_log, secrets=secrets)
+    signer, validator = Signer(settings.secret_keys), TokenValidator(settings, http, store)
     app.extensions["resolver"] = context = Context(
         settings=settings,
-        signer=Signer(settings.secret_keys),
+        signer=signer,
         store=store,
         http=http,
-        validator=TokenValidator(settings, http, store),
+        validator=validator,
         upstream=Upstream(settings, http),
         audit=audit,
+        gate=Gate(settings, signer, store, validator, audit),
     )
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     register_errors(app)
     audit_web.init_app(app, audit)
-    metrics.init_app(app, context)
+    metrics.instrument(context)
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(tasks.bp)

@@ -33,11 +33,6 @@ class ResolverError(Exception):
         if code:
             self.code = code
 
-    @property
-    def reason(self) -> str:
-        """The audit reason: the machine-readable code."""
-        return self.code
-
 
 class BadRequest(ResolverError):
     status, code, message = 400, "bad_request", "The request is malformed."

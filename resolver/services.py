@@ -8,6 +8,7 @@ import requests
 from flask import current_app
 
 from .access.flex_auth import TokenValidator
+from .access.grants import Gate
 from .access.signing import Signer
 from .audit.log import AuditLog
 from .config import Settings
@@ -24,6 +25,7 @@ class Context:
     validator: TokenValidator
     upstream: Upstream
     audit: AuditLog
+    gate: Gate  # the access decisions, with the services above handed in
 
     def close(self) -> None:
         """Release sockets and files (tests and the demo build many apps in one process)."""

@@ -61,9 +61,10 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def incr(self, key: str, ttl: float) -> int:
-        """Add one to a counter that expires `ttl` seconds after its first increment; return the new value.
-        Atomic across workers and instances: N concurrent increments always end at N."""
+    def incr(self, key: str, ttl: float, by: int = 1) -> int:
+        """Add `by` (one; -1 gives a reservation back) to a counter that expires `ttl` seconds after its first
+        increment; return the new value. Atomic across workers and instances: N concurrent increments always
+        end at N."""
         ...
 
     def revoke(self, kind: str, value: str, at: float) -> None:
@@ -171,17 +172,17 @@ class SQLiteStore:
     def delete(self, key: str) -> None:
         self._run("DELETE FROM kv WHERE k = ?", (key,))
 
-    def incr(self, key: str, ttl: float) -> int:
+    def incr(self, key: str, ttl: float, by: int = 1) -> int:
         now = time.time()
         rows = self._run(
             """
-            INSERT INTO kv (k, v, exp) VALUES (?, 1, ?)
+            INSERT INTO kv (k, v, exp) VALUES (?, ?, ?)
             ON CONFLICT(k) DO UPDATE SET
-                v = CASE WHEN exp <= ? THEN 1 ELSE CAST(v AS INTEGER) + 1 END,
+                v = CASE WHEN exp <= ? THEN excluded.v ELSE CAST(v AS INTEGER) + excluded.v END,
                 exp = CASE WHEN exp <= ? THEN excluded.exp ELSE exp END
             RETURNING CAST(v AS INTEGER)
             """,
-            (key, now + ttl, now, now),
+            (key, by, now + ttl, now, now),
         )
         self._sweep(now)
         return int(rows[0][0])
@@ -252,11 +253,11 @@ class RedisStore:
     def delete(self, key: str) -> None:
         self._call(self._redis.delete, self._prefix + key)
 
-    def incr(self, key: str, ttl: float) -> int:
+    def incr(self, key: str, ttl: float, by: int = 1) -> int:
         def run() -> int:
             pipe = self._redis.pipeline(transaction=True)
             pipe.set(self._prefix + key, 0, px=max(1, int(ttl * 1000)), nx=True)
-            pipe.incr(self._prefix + key)
+            pipe.incrby(self._prefix + key, by)
             return int(pipe.execute()[1])
 
         return self._call(run)

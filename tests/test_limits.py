@@ -11,7 +11,7 @@ from conftest import RECORDING_SID, WORKER, basic, issue_links, new_token
 
 from resolver import config, create_app
 from resolver.access import limits
-from resolver.access.limits import Rate, client_key, hit, peek
+from resolver.access.limits import Rate, client_key, hit
 from resolver.errors import ConfigError, RateLimited
 
 HOUR = 3600
@@ -70,14 +70,39 @@ def test_hit_allows_the_count_then_429_until_the_window_ends(store):
     hit(store, "t", "sup@example.com", rate, now=6060.0)  # the next window starts fresh
 
 
-def test_peek_does_not_count(store):
-    rate = Rate(2, 60)
-    for _ in range(5):
-        peek(store, "p", "203.0.113.9", rate, now=120.0)
-    hit(store, "p", "203.0.113.9", rate, now=120.0)
-    hit(store, "p", "203.0.113.9", rate, now=120.0)
-    with pytest.raises(RateLimited):
-        peek(store, "p", "203.0.113.9", rate, now=120.0)
+def test_iam_attempt_reserves_before_twilio_and_keeps_only_failures(store, frozen):
+    from resolver.errors import Unauthenticated, Unavailable
+    for _ in range(5):  # valid tokens and Twilio outages give their slot back
+        with limits.iam_attempt(store, "2/minute", "203.0.113.9"):
+            pass
+    with pytest.raises(Unavailable), limits.iam_attempt(store, "2/minute", "203.0.113.9"):
+        raise Unavailable()
+    for _ in range(2):  # invalid tokens keep theirs
+        with pytest.raises(Unauthenticated), limits.iam_attempt(store, "2/minute", "203.0.113.9"):
+            raise Unauthenticated()
+    entered = []
+    with pytest.raises(RateLimited), limits.iam_attempt(store, "2/minute", "203.0.113.9"):
+        entered.append(1)  # never: the budget is spent before Twilio would be asked
+    assert entered == []
+    with limits.iam_attempt(store, "2/minute", "198.51.100.1"):  # another address has its own budget
+        pass
+
+
+def test_iam_attempt_counts_in_flight_reservations(store, frozen):
+    """Concurrent attempts each hold a slot while Twilio is asked: no more than the limit can be in flight."""
+    held = [limits.iam_attempt(store, "3/minute", "203.0.113.9") for _ in range(3)]
+    for cm in held:
+        cm.__enter__()
+    with pytest.raises(RateLimited), limits.iam_attempt(store, "3/minute", "203.0.113.9"):
+        pass
+    for cm in held:
+        cm.__exit__(None, None, None)
+    with limits.iam_attempt(store, "3/minute", "203.0.113.9"):
+        pass
+
+
+def test_incr_by_gives_back(store):
+    assert store.incr("k", ttl=60) == 1 and store.incr("k", ttl=60, by=-1) == 0 and store.incr("k", ttl=60) == 1
 
 
 def test_store_keys_hold_no_identity():

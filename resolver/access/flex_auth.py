@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -46,12 +47,18 @@ class FlexUser:
     account_sid: str = ""
 
 
+def bearer(header: str | None) -> str | None:
+    """The credential of `Authorization: Bearer <credential>` (the one parser of that header), else None."""
+    scheme, _, credential = (header or "").partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else None
+
+
 def bearer_token(header: str | None) -> str:
-    """The token from `Authorization: Bearer <token>`."""
-    scheme, _, token = (header or "").partition(" ")
-    if scheme.lower() != "bearer":
+    """The Flex token from `Authorization: Bearer <token>`."""
+    token = bearer(header)
+    if token is None:
         raise Unauthenticated()
-    return _checked(token.strip())
+    return _checked(token)
 
 
 def basic_token(header: str | None) -> str:
@@ -121,14 +128,15 @@ class TokenValidator:
         # to the store cannot plant a "valid" answer, and the store never holds a plain token hash.
         self._cache_secret = hmac.new(settings.secret_keys[-1].encode(), CACHE_CONTEXT, hashlib.sha256).digest()
 
-    def validate(self, token: str) -> FlexUser:
+    def validate(self, token: str, guard: Callable[[], AbstractContextManager[None]] = nullcontext) -> FlexUser:
         """The user Twilio says this token belongs to: from the shared cache, or asked of Twilio once.
 
         Concurrent validations of one token are coalesced across greenlets, workers and instances by a lease
         in the store: the caller that takes it asks Twilio; the others wait for its answer (at most the IAM
         timeout), then fail closed with 503. Only Twilio's own verdicts are shared: a valid user (sealed, until
         shortly before the token expires) and an invalid token (sealed, briefly). A slow or failed call leaves
-        nothing behind but a free lease, so it is never shared as a success."""
+        nothing behind but a free lease, so it is never shared as a success. `guard` wraps the call to Twilio
+        only (the failed-authentication budget): cached verdicts and waiters never reach it."""
         name = self._mac(token.encode())
         cache_key, lease_key = "tok:" + name, "tokl:" + name
         deadline = time.monotonic() + self.settings.connect_timeout + self.settings.validation_timeout
@@ -147,16 +155,18 @@ class TokenValidator:
                 return cached  # type: ignore[return-value]
             if leased:
                 self.on_cache(False)
-                return self._validate_leased(token, cache_key, lease_key)
+                return self._validate_leased(token, cache_key, lease_key, guard)
             if time.monotonic() >= deadline:
                 log.warning("token validation: another request's answer from Twilio did not arrive in time")
                 raise Unavailable()
             time.sleep(LEASE_POLL)
 
-    def _validate_leased(self, token: str, cache_key: str, lease_key: str) -> FlexUser:
+    def _validate_leased(self, token: str, cache_key: str, lease_key: str,
+                         guard: Callable[[], AbstractContextManager[None]]) -> FlexUser:
         """Ask Twilio while holding the lease; remember its verdict for the waiters, then free the lease."""
         try:
-            user = self._ask_twilio(token)
+            with guard():
+                user = self._ask_twilio(token)
         except Unauthenticated:
             self._remember(cache_key, _DENIAL, DENIAL_TTL)
             raise

@@ -5,12 +5,13 @@ are aligned to the clock, so Retry-After needs no extra round trip; the price is
 up to twice the limit into the two seconds around a window boundary. Store failures propagate as
 `StoreError` (503): limits fail closed like revocations.
 
-Three budgets (policy in LIMITS below):
+The budgets (policy in LIMITS below):
 * per Flex identity on resolve and /p, counted after Twilio validated the token;
-* per client address on resolve and /p for *failed* authentications, checked before Twilio is asked, so a
-  stream of invalid tokens cannot hammer Twilio's IAM while a contact center behind one NAT address is not
-  throttled by its colleagues' successful resolves;
-* per client address on /m (a player makes many Range requests).
+* per client address on resolve and /p for *failed* authentications, reserved atomically before Twilio is
+  asked about a token nobody has validated yet, so a stream of invalid tokens cannot hammer Twilio's IAM,
+  while a contact center behind one NAT address is not throttled by its colleagues' successful resolves;
+* per client address on /m for grants whose signature holds (a player makes many Range requests), and a
+  separate one of the same size for junk grants.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flask import request
-
 from ..errors import RateLimited, Unauthenticated, UsedUp
-from ..services import ctx
 from ..sources import Source
 from ..store import Store
 from .signing import CLOCK_SKEW, Grant
@@ -65,19 +63,6 @@ def hit(store: Store, budget: str, who: str, rate: Rate, *, now: float) -> None:
         raise RateLimited(math.ceil(left))
 
 
-def peek(store: Store, budget: str, who: str, rate: Rate, *, now: float) -> None:
-    """Raise RateLimited when the window is already full, without counting this request."""
-    key, left = _window(budget, who, rate, now)
-    raw = store.get(key)
-    if raw is not None and int(raw) >= rate.count:
-        raise RateLimited(math.ceil(left))
-
-
-def count(store: Store, budget: str, who: str, rate: Rate, *, now: float) -> None:
-    key, left = _window(budget, who, rate, now)
-    store.incr(key, ttl=left + 1)
-
-
 def client_key(addr: str | None) -> str:
     """The address a limit is counted for: request.remote_addr as is (ProxyFix rewrites it only when
     RESOLVER_TRUSTED_PROXIES is set), an IPv6 address reduced to its /64."""
@@ -92,44 +77,50 @@ def client_key(addr: str | None) -> str:
     return str(ip)
 
 
-# ---- the policy, applied to the current request -------------------------------------------------------
+# ---- the policy: each budget, with the store and the client address handed in ---------------------------
 
-def limit_identity(identity: str) -> None:
+def limit_identity(store: Store, rate: str, identity: str) -> None:
     """RESOLVER_RESOLVE_LIMIT per Flex identity, one budget for resolve and /p together."""
-    c = ctx()
-    hit(c.store, "identity", identity, Rate.parse(c.settings.resolve_limit), now=clock())
+    hit(store, "identity", identity, Rate.parse(rate), now=clock())
 
 
-def limit_media() -> None:
-    """RESOLVER_MEDIA_LIMIT per client address on /m."""
-    c = ctx()
-    hit(c.store, "media", client_key(request.remote_addr), Rate.parse(c.settings.media_limit), now=clock())
+def limit_media(store: Store, rate: str, client: str | None) -> None:
+    """RESOLVER_MEDIA_LIMIT per client address on /m, for grants whose signature holds."""
+    hit(store, "media", client_key(client), Rate.parse(rate), now=clock())
+
+
+def limit_bad_grant(store: Store, rate: str, client: str | None) -> None:
+    """Junk grants (bad signature, expired, malformed) have a budget of their own, the same size as /m's, so a
+    flood of them from one address cannot lock a valid grant out of streaming from that address."""
+    hit(store, "badgrant", client_key(client), Rate.parse(rate), now=clock())
 
 
 @contextmanager
-def auth_attempt(via: str) -> Iterator[None]:
-    """Refuse (429) an address that failed authentication RESOLVER_RESOLVE_LIMIT times in the window,
-    before its token reaches Twilio; count a 401 raised inside the block against that address."""
-    c = ctx()
-    rate, who = Rate.parse(c.settings.resolve_limit), client_key(request.remote_addr)
-    try:
-        peek(c.store, "authfail", who, rate, now=clock())
-    except RateLimited:
-        c.audit.record("resolve", outcome="denied", reason="rate_limited", via=via,
-                       client=request.remote_addr)
-        raise
+def iam_attempt(store: Store, rate: str, client: str | None) -> Iterator[None]:
+    """Wrap one call to Twilio's IAM for a token nobody has validated yet: reserve one of the address's
+    RESOLVER_RESOLVE_LIMIT failed-authentication slots first (an atomic increment, so concurrent bad tokens
+    cannot overshoot: at most `limit` IAM calls per address per window), keep it when Twilio says the token
+    is invalid, give it back otherwise. A full budget refuses (429) before Twilio is asked. Tokens that are
+    already validated (the shared cache) never come here, so a flood cannot lock out a working user."""
+    parsed = Rate.parse(rate)
+    key, left = _window("authfail", client_key(client), parsed, clock())
+    if store.incr(key, ttl=left + 1) > parsed.count:
+        raise RateLimited(math.ceil(left))
     try:
         yield
     except Unauthenticated:
-        count(c.store, "authfail", who, rate, now=clock())
         raise
+    except BaseException:
+        store.incr(key, ttl=left + 1, by=-1)
+        raise
+    store.incr(key, ttl=left + 1, by=-1)
 
 
-def count_use(grant: Grant, source: Source) -> None:
+def count_use(store: Store, grant: Grant, source: Source) -> None:
     """A redirect source's `max_uses`: each grant (its nonce, within its link) opens at most that often."""
     if source.max_uses is None:
         return
     ttl = grant.expires_at - clock() + CLOCK_SKEW
     key = "use:" + hashlib.sha256(repr(grant).encode()).hexdigest()[:32]  # the whole grant, nonce included
-    if ctx().store.incr(key, ttl=max(1.0, ttl)) > source.max_uses:
+    if store.incr(key, ttl=max(1.0, ttl)) > source.max_uses:
         raise UsedUp()

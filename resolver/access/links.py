@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ..audit.log import AuditLog
 from ..errors import BadRequest, NotFound, ResolverError
@@ -13,6 +14,25 @@ from .signing import Link, Signer
 
 TYPES = ("VoiceRecording", "Raw", "Referenced", "ChatTranscript")
 MAX_TITLE = 200
+MAX_ENTRIES = 50  # media entries per request or task attach
+MAX_URL = 4096
+
+
+def link_token_in(url: object, *, public_url: str | None, kinds: tuple[str, ...] = ("d", "p")) -> str | None:
+    """The token of one of our link URLs, `<public_url>/<kind>/<token>` with nothing after the token (no
+    further path, query or fragment); None for anything else. With `public_url=None` any origin and path
+    prefix is accepted (revocation: an operator may paste a link from another instance; the signature
+    decides). The one parser of link URLs: resolve, revocation and attach all call it."""
+    if not isinstance(url, str) or len(url) > MAX_URL or "?" in url or "#" in url:
+        return None
+    if public_url is None:
+        segments = urlsplit(url).path.split("/")
+        if len(segments) < 3 or segments[-2] not in kinds:
+            return None
+        token = segments[-1]
+    else:
+        token = next((url[len(p):] for p in (f"{public_url}/{k}/" for k in kinds) if url.startswith(p)), "")
+    return token if token and "/" not in token else None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A revocation is permanent and shared through the store: a revoked link, task or subject is refused on
 every resolve and on every /m request of every instance (grants already handed out included), and
 "all before" refuses every grant issued before a cut-off time (e.g. after a key or account compromise).
-`access.check_revocation` reads them on each request; there is no local cache, so a revocation holds
+`Gate.check_revocation` (access/grants.py) reads them on each request; there is no local cache, so a revocation holds
 everywhere as soon as the store has it.
 """
 
@@ -12,19 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from datetime import datetime
 
+from ..audit.log import AuditLog
 from ..errors import BadRequest, NotFound
-from ..services import ctx
-from ..store import ALL_BEFORE, StoreError
-from .links import check_task_sid
+from ..store import ALL_BEFORE, Store, StoreError
+from ..timefmt import utc_z
+from .links import check_task_sid, link_token_in
 from .signing import CLOCK_SKEW, Signer
 
 # request field (API body key, CLI option without dashes) -> store kind
 FIELDS = {"link": "link", "task_sid": "task", "subject": "subject", "all_before": ALL_BEFORE}
 MAX_SUBJECT = 256
-MAX_URL = 4096
 
 
 @dataclass(frozen=True)
@@ -41,19 +40,16 @@ class Revocation:
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_z(ts)
 
 
 def link_id(url: object, signer: Signer) -> tuple[str, dict[str, str | None]]:
     """The id of a /d/<link> or /p/<link> URL this resolver signed (any host: the signature decides)."""
-    if not isinstance(url, str) or len(url) > MAX_URL:
-        raise BadRequest("link must be a /d/ or /p/ URL issued by this resolver.", code="bad_link")
-    parts = urlsplit(url)
-    segments = parts.path.split("/")
-    if len(segments) < 3 or segments[-2] not in ("d", "p") or parts.query or parts.fragment:
-        raise BadRequest("link must be a /d/ or /p/ URL issued by this resolver.", code="bad_link")
+    token = link_token_in(url, public_url=None)
     try:
-        link = signer.load_link(segments[-1])
+        if token is None:
+            raise NotFound()
+        link = signer.load_link(token)
     except NotFound as e:
         raise BadRequest("link must be a /d/ or /p/ URL issued by this resolver.", code="bad_link") from e
     details = {"link_id": link.id, "source": link.source, "key": link.key, "task_sid": link.task or None}
@@ -109,13 +105,12 @@ def parse(request: Mapping[str, object], signer: Signer, *, now: float | None = 
     return Revocation(kind=FIELDS[name], value=value, at=now, details=details)
 
 
-def apply(rev: Revocation, *, via: str, **who: object) -> None:
+def apply(rev: Revocation, store: Store, audit: AuditLog, *, via: str, **who: object) -> None:
     """Write the revocation to the shared store, then the audit record (raises StoreError if down)."""
-    c = ctx()
     try:
-        c.store.revoke(rev.kind, rev.value, rev.at)
+        store.revoke(rev.kind, rev.value, rev.at)
     except StoreError:
-        c.audit.record("revocation", outcome="failed", reason="store_unavailable", kind=rev.kind, via=via,
-                       **rev.details, **who)
+        audit.record("revocation", outcome="failed", reason="store_unavailable", kind=rev.kind, via=via,
+                     **rev.details, **who)
         raise
-    c.audit.record("revocation", outcome="revoked", kind=rev.kind, via=via, **rev.details, **who)
+    audit.record("revocation", outcome="revoked", kind=rev.kind, via=via, **rev.details, **who)

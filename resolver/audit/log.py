@@ -34,10 +34,10 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from .. import redact
+from ..timefmt import utc_z
 
 log = logging.getLogger("resolver.audit")  # the name in log lines, as before the move
 
@@ -110,7 +110,6 @@ FIELDS: dict[str, Field] = {
     "records": Field(int),
     "dropped": Field(str, 256),
 }
-WRITER_FIELDS = ("time", "writer", "seq", "prev", "hash")
 
 # The events and their outcomes (documentation for reviewers; the writer accepts any `_WORD` event name).
 EVENTS: dict[str, str] = {
@@ -145,7 +144,7 @@ def record_hash(record: dict[str, Any]) -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_z(timespec="milliseconds")
 
 
 class _Sink:

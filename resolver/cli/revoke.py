@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .. import create_app
 from ..access import revocation
-from ..errors import ConfigError, ResolverError
-from ..store import StoreError
-from .common import operator
+from ..access.signing import Signer
+from ..errors import ResolverError
+from ..store import StoreError, open_store
+from .common import load_settings, open_audit, operator
 
 
 @click.command()
@@ -22,20 +22,21 @@ def revoke(link: str | None, task_sid: str | None, subject: str | None, all_befo
     given = {"link": link, "task_sid": task_sid, "subject": subject, "all_before": all_before}
     if sum(v is not None for v in given.values()) != 1:
         raise click.UsageError("give exactly one of --link, --task, --subject or --all-before")
+    settings = load_settings()
     try:
-        app = create_app()  # the same wiring as the server: its store and its audit log
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from e
+        store = open_store(settings.store_url)  # the server's store and audit log, without building an app
+    except StoreError as e:
+        raise click.ClickException(f"nothing was revoked: {e.detail} (check RESOLVER_STORE)") from e
+    audit = open_audit(settings)
     try:
-        with app.app_context():
-            c = app.extensions["resolver"]
-            rev = revocation.parse({k: v for k, v in given.items() if v is not None}, c.signer)
-            revocation.apply(rev, **operator())
+        rev = revocation.parse({k: v for k, v in given.items() if v is not None}, Signer(settings.secret_keys))
+        revocation.apply(rev, store, audit, **operator())
     except StoreError as e:
         raise click.ClickException(f"nothing was revoked: {e.detail} (check RESOLVER_STORE)") from e
     except ResolverError as e:
         raise click.ClickException(e.message) from e
     finally:
-        app.extensions["resolver"].close()
+        audit.close()
+        store.close()
     d = rev.describe()
     click.echo(f"revoked {d['kind']} {d['value']} at {d['at']}")

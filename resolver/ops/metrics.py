@@ -16,13 +16,11 @@ worker answers. Without it, each process reports only its own counts.
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import requests
-from flask import Blueprint, Flask, Response, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -33,8 +31,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from ..errors import NotFound, Unauthenticated
-from ..services import Context, ctx
+from ..services import Context
 
 RESOLVES = Counter("resolver_resolves_total", "Grant requests from Flex users, by channel and outcome",
                    ["via", "outcome"])
@@ -52,7 +49,13 @@ VALIDATION_CACHE = Counter("resolver_validation_cache_total",
                            "Flex token validations answered from the shared cache (hit) or by Twilio (miss)",
                            ["result"])
 
-bp = Blueprint("metrics", __name__)
+
+def _registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
 
 
 def observe(rec: Mapping[str, Any]) -> None:
@@ -80,8 +83,8 @@ def _upstream_name(c: Context, url: str) -> str:
     return "twilio_iam" if url.startswith(c.settings.iam_url + "/") else "other"
 
 
-def init_app(app: Flask, c: Context) -> None:
-    """Count from the audit trail, the validator and the shared session; serve /metrics."""
+def instrument(c: Context) -> None:
+    """Count from the audit trail, the validator and the shared session."""
     c.audit.observers.append(observe)
     c.validator.on_cache = lambda hit: VALIDATION_CACHE.labels(result="hit" if hit else "miss").inc()
 
@@ -90,25 +93,8 @@ def init_app(app: Flask, c: Context) -> None:
             resp.elapsed.total_seconds())
 
     c.http.hooks["response"].append(timed)
-    app.register_blueprint(bp)
 
 
-def _registry() -> CollectorRegistry:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return registry
-    return REGISTRY
-
-
-@bp.get("/metrics")
-def metrics() -> Response:
-    token = ctx().settings.metrics_token
-    if not token:
-        raise NotFound()
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        err = Unauthenticated("A valid metrics token is required.", code="invalid_metrics_token")
-        err.headers = {"WWW-Authenticate": 'Bearer realm="metrics"'}
-        raise err
-    return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
+def exposition() -> tuple[bytes, str]:
+    """The Prometheus text of every counter (all workers' with PROMETHEUS_MULTIPROC_DIR) and its type."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST

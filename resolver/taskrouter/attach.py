@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..access.links import MediaSpec, build_entry, check_task_sid
+from ..access.links import MediaSpec, build_entry, check_task_sid, link_token_in
 from ..access.signing import Link, Signer
 from ..audit.log import AuditLog
 from ..config import Settings
@@ -90,11 +90,9 @@ class Attacher:
                            public_url=self.settings.public_url)
 
     def _our_link(self, url: object) -> Link | None:
-        base = self.settings.public_url
-        if not isinstance(url, str) or not url.startswith((base + "/d/", base + "/p/")):
-            return None
+        token = link_token_in(url, public_url=self.settings.public_url)
         try:
-            return self.signer.load_link(url[len(base) + 3:])
+            return None if token is None else self.signer.load_link(token)
         except NotFound:
             return None
 

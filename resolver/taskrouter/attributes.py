@@ -6,10 +6,10 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from ..errors import BadRequest
+from ..timefmt import utc_z
 from ..twilio_ids import CALL_SID, CONFERENCE_SID, CONVERSATION_SID, RECORDING_SID
 from .errors import AttributesUnparseable
 
@@ -116,4 +116,4 @@ def iso_time(value: object) -> str:
         return ""
     if parsed.tzinfo is None:
         return ""
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_z(parsed)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import posixpath
-import time
 from collections.abc import Callable
 
 from flask import Blueprint, g, redirect, request
 from flask.typing import ResponseReturnValue
 
 from ..access.flex_auth import basic_token
-from ..access.grants import check_revocation, issue_grant
-from ..access.limits import auth_attempt, count_use, limit_media
+from ..access.grants import grant_fields
 from ..access.signing import Grant
-from ..errors import NotFound, ResolverError, Unauthenticated, error_response
+from ..audit.log import AuditLog
+from ..errors import ResolverError, Unauthenticated, error_response
 from ..services import ctx
-from ..sources import upstream_url
 from ..streaming.upstream import Transfer
 
 bp = Blueprint("media", __name__)
@@ -24,9 +21,8 @@ bp = Blueprint("media", __name__)
 @bp.get("/p/<link_token>")
 def provider(link_token: str) -> ResponseReturnValue:
     """Flex Insights' url_provider: the Basic-auth token in, a grant URL the player refreshes by itself out."""
-    with auth_attempt(via="provider"):
-        token = basic_token(request.headers.get("Authorization"))
-        issued = issue_grant(token, link_token, via="provider")
+    token = basic_token(request.headers.get("Authorization"))
+    issued = ctx().gate.issue_grant(token, link_token, via="provider", client=request.remote_addr)
     # The player refreshes a URL carrying X-Amz-Expires at 90% of its life and after a playback error.
     return {"media_url": f"{issued.url}?X-Amz-Expires={issued.lifetime}"}
 
@@ -34,59 +30,35 @@ def provider(link_token: str) -> ResponseReturnValue:
 @bp.route("/m/<grant_token>", methods=["GET", "HEAD"])
 def grant(grant_token: str) -> ResponseReturnValue:
     c = ctx()
-    transfer = Transfer()
-    g_: Grant | None = None
-    audit = _grant_auditor(request.method, request.remote_addr)
+    transfer, opened = Transfer(), None
+    audit = _grant_auditor(c.audit, request.method, request.remote_addr)
     try:
-        limit_media()  # before the signature check: grant guessing is counted too
-        g_ = c.signer.load_grant(grant_token, now=time.time())
-        source = c.settings.sources.get(g_.source)
-        if source is None:
-            raise NotFound()
-        check_revocation(link_id=g_.link, task=g_.task, identity=g_.identity, issued_at=g_.issued_at)
-        url = upstream_url(source, g_.key, channels=g_.channels)
-        if source.mode == "redirect":
-            count_use(g_, source)
+        opened = c.gate.open_grant(grant_token, client=request.remote_addr)
+        if opened.redirect:
             transfer.status = 302
-            audit("redirected", "", g_, transfer)
-            return redirect(url, code=302)
-        filename = posixpath.basename(g_.key) + source.suffix
-        resp = c.upstream.response(source, url, method=request.method, client_headers=request.headers,
-                                   filename=filename, transfer=transfer)
+            audit("redirected", "", opened.grant, transfer)
+            return redirect(opened.url, code=302)
+        resp = c.upstream.response(opened.source, opened.url, method=request.method, client_headers=request.headers,
+                                   filename=opened.filename, transfer=transfer)
     except ResolverError as e:
         transfer.status = e.status
-        audit("refused", e.code, g_, transfer)
+        audit("refused", e.code, opened.grant if opened else None, transfer)
         raise
     # A stream is audited when it ends (complete or aborted), after the request context is gone.
-    resp.call_on_close(lambda: audit("served", "", g_, transfer))
+    resp.call_on_close(lambda: audit("served", "", opened.grant, transfer))
     return resp
 
 
-def _grant_auditor(method: str, client: str | None) -> Callable[[str, str, Grant | None, Transfer], None]:
+def _grant_auditor(log: AuditLog, method: str,
+                   client: str | None) -> Callable[[str, str, Grant | None, Transfer], None]:
     """Bind what the audit record needs from the request now, so it can be written after the stream."""
-    log, request_id = ctx().audit, g.get("request_id")
+    request_id = g.get("request_id")
 
     def record(outcome: str, reason: str, grant: Grant | None, transfer: Transfer) -> None:
-        log.record(
-            "grant",
-            outcome=outcome,
-            reason=reason,
-            request_id=request_id,
-            identity=grant.identity if grant else None,
-            worker_sid=grant.worker if grant else None,
-            source=grant.source if grant else None,
-            key=grant.key if grant else None,
-            task_sid=grant.task if grant else None,
-            link_id=grant.link if grant else None,
-            grant_id=grant.nonce if grant else None,
-            method=method,
-            status=transfer.status,
-            bytes=transfer.bytes,
-            range=transfer.range,
-            complete=transfer.complete,
-            duration_ms=transfer.duration_ms,
-            client=client,
-        )
+        log.record("grant", **grant_fields(outcome, reason, grant, request_id=request_id, method=method,
+                                           status=transfer.status, bytes=transfer.bytes, range=transfer.range,
+                                           complete=transfer.complete, duration_ms=transfer.duration_ms,
+                                           client=client))
 
     return record
 

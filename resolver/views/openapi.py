@@ -11,9 +11,8 @@ from importlib import metadata
 from typing import Any
 
 from .. import policy
-from ..access.links import MAX_TITLE, TYPES
+from ..access.links import MAX_ENTRIES, MAX_TITLE, TYPES
 from ..twilio_ids import CONVERSATION_SID, TASK_SID, WORKSPACE_SID, schema_pattern
-from .api import MAX_ENTRIES
 
 JSON = "application/json"
 SID = {"task": schema_pattern(TASK_SID), "conversation": schema_pattern(CONVERSATION_SID)}

@@ -14,16 +14,16 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from ..access.links import MediaSpec, check_task_sid
+from ..access.links import MAX_ENTRIES, MediaSpec, check_task_sid
 from ..errors import BadRequest, Forbidden, NotFound
 from ..services import ctx
 from ..taskrouter import Attacher, TwilioRest, attach_audited, check_workspace_sid
 from ..taskrouter.signature import is_valid
-from .api import json_body, require_service_key
+from .api import json_body
+from .auth import require_service_key
 
 log = logging.getLogger(__name__)
 bp = Blueprint("tasks", __name__)
-MAX_ENTRIES = 50
 # Events on which the hook attaches: wrap-up comes before completion; completion is the last chance
 # (Insights still takes media updates for a short while before TaskRouter deletes the task).
 HOOK_EVENTS = frozenset({"task.wrapup", "reservation.wrapup", "task.completed"})
@@ -36,7 +36,7 @@ def _attacher() -> Attacher:
 
 @bp.post("/api/v1/tasks/<task_sid>/media")
 def attach_media(task_sid: str) -> ResponseReturnValue:
-    require_service_key()
+    require_service_key(ctx().settings.api_keys)
     check_task_sid(task_sid)
     body = json_body()
     workspace_sid = check_workspace_sid(body.get("workspace_sid"))
