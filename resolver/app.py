@@ -13,7 +13,7 @@ from .access.grants import Gate
 from .access.signing import Signer
 from .audit import hooks as audit_web
 from .audit.log import AuditLog
-from .errors import register_errors
+from .errors import PayloadTooLarge, register_errors
 from .ops import logs, metrics
 from .services import Context
 from .store import Store, open_store
@@ -74,6 +74,10 @@ def _csp(resp: Response) -> str:
 def _wire_request_hooks(app: Flask, settings: config.Settings, own_origin: str) -> None:
     @app.before_request
     def _start() -> Response | None:
+        limit = policy.BODY_LIMITS.get(request.endpoint or "", policy.DEFAULT_BODY_LIMIT)
+        if (request.content_length or 0) > limit:
+            raise PayloadTooLarge()  # before anything reads the body
+        request.max_content_length = limit  # a chunked body is cut (413) when reading passes the limit
         return cors.before(settings.cors_origins, own_origin)
 
     @app.after_request

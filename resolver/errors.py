@@ -58,6 +58,10 @@ class UsedUp(Forbidden):
     code, message = "grant_used_up", "This media link has been used up; open it again from Flex."
 
 
+class PayloadTooLarge(ResolverError):
+    status, code, message = 413, "body_too_large", "The request body is larger than this endpoint accepts."
+
+
 class NotFound(ResolverError):
     status, code, message = 404, "not_found", "No such media link."
 
@@ -133,7 +137,8 @@ def error_response(err: ResolverError, title: str | None = None) -> Response:
     return resp
 
 
-_HTTP_MAP = {400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 416: RangeNotSatisfiable}
+_HTTP_MAP = {400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge,
+             416: RangeNotSatisfiable}
 
 
 def register_errors(app: Flask) -> None:

@@ -128,3 +128,15 @@ BLOCKED_NETWORKS = (
     "fec0::/10",  # site-local (deprecated)
     "ff00::/8",  # multicast
 )
+
+# Request bodies, per endpoint, in bytes: refused with 413 before anything reads them (a declared
+# Content-Length over the limit), or cut at the limit while reading (chunked uploads). TaskRouter's event
+# callback carries task and worker attributes (4096 characters each, form-encoded: up to 3x that).
+BODY_LIMITS = {
+    "api.resolve": 8 * 1024,
+    "api.links": 64 * 1024,
+    "revocations.revoke": 8 * 1024,
+    "tasks.attach_media": 64 * 1024,
+    "tasks.taskrouter_hook": 64 * 1024,
+}
+DEFAULT_BODY_LIMIT = 8 * 1024  # every other endpoint (GETs carry no body)

@@ -16,7 +16,11 @@ bp = Blueprint("api", __name__)
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    """The request's JSON object (bounded by the endpoint's body limit); deep nesting is a 400, not a 500."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.", code="bad_json")
     return body
