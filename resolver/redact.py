@@ -1,4 +1,4 @@
-"""Recognise and blank out bearer material in free text: Flex tokens, links, grants, token paths.
+"""Recognise and blank out bearer material in free text: Flex tokens, our links and grants, token paths.
 
 Used by the audit writer (a field that looks like a token is dropped) and by the log formatters (a log
 line, traceback included, never carries one). Linear time on hostile input: text is split on characters
@@ -7,6 +7,9 @@ that cannot be part of a token, never scanned by a backtracking pattern.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from typing import TYPE_CHECKING
 
@@ -16,20 +19,36 @@ if TYPE_CHECKING:
 REDACTED = "[redacted]"
 NOT_TOKEN_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 # Paths whose last segment is a link or a grant (SPEC.md endpoints), wherever they appear in a line.
+MIN_SIGNATURE = 20  # base64url characters of a truncated HMAC at least
 TOKEN_PATH = re.compile(r"(/[dpm]/)[^\s\"'?#<>]+")
 
 
 def token_shaped(text: str) -> bool:
-    """JWTs (Flex tokens) and itsdangerous links/grants: dot-separated base64url runs, the payload usually
-    base64 JSON ("eyJ", or "." + zlib for compressed payloads), the last part a long signature."""
+    """Whether the text holds a token we know: a JWT or JWE (Flex tokens: 3 or 5 dot-separated base64url
+    parts, the first a JSON header) or one of our itsdangerous links and grants (base64 JSON payload, or
+    `.` + zlib for compressed ones, then a signature). Known by what the parts decode to, not by a shape that
+    real identities (`heyJude.lennon@example.com`) and keys (`calls/CA….RE…`) also have."""
     return any(_run_is_token(run) for run in NOT_TOKEN_CHARS.split(text))
 
 
 def _run_is_token(run: str) -> bool:
-    parts = [p for p in run.split(".") if p]
-    if len(parts) < 2:
+    parts = run.split(".")
+    if len(parts) == 3 and parts[0] == "" and parts[1].startswith("eJ") and len(parts[2]) >= MIN_SIGNATURE:
+        return True  # a compressed link or grant: "." + zlib payload ("eJ" is zlib's header) + signature
+    if not all(parts) or not parts[0].startswith("eyJ"):
         return False
-    return any("eyJ" in p for p in parts[:-1]) or (len(parts[-1]) >= 20 and max(map(len, parts[:-1])) >= 16)
+    if len(parts) == 2 and len(parts[1]) < MIN_SIGNATURE:
+        return False
+    return len(parts) in (2, 3, 5) and _json_object(parts[0])
+
+
+def _json_object(part: str) -> bool:
+    """Whether a base64url part decodes to a JSON object (a JWT header, a link or grant payload)."""
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        return isinstance(json.loads(raw), dict)
+    except (ValueError, binascii.Error, RecursionError):
+        return False
 
 
 def redact(text: str) -> str:

@@ -86,6 +86,17 @@ def test_token_shaped_and_configured_secrets_are_redacted(tmp_path):
         assert secret not in text
 
 
+@pytest.mark.parametrize("identity, key", [
+    ("heyJude.lennon@example.com", "calls/CA" + "0123456789abcdef" * 2 + ".RE" + "fedcba9876543210" * 2),
+    ("user_40example_2Dcom", "RE" + "a" * 32),
+    ("eyJane.doe@example.com", "exports/2026/q1/queue.support.escalations.transcript-000123456789.json"),
+])
+def test_real_identities_and_keys_stay_in_the_trail(tmp_path, identity, key):
+    log = AuditLog.open(str(tmp_path / "a.log"))
+    rec = log.record("grant", outcome="served", identity=identity, key=key)
+    assert rec["identity"] == identity and rec["key"] == key
+
+
 @pytest.mark.parametrize("evil", [
     'alice"}\n{"event":"resolve","outcome":"allowed"',
     "alice\r\nforged line",
