@@ -312,6 +312,19 @@ def test_only_with_recordings_skips_a_task_without_a_call(tr_fake, attacher):
     assert not result.written and tr_fake.writes == []
 
 
+@pytest.mark.parametrize("number", ["1.0000000000000001", "1e2", "12345678901234567890.5", "-0", "1E+2", "2.50",
+                                    "123456789012345678901234567890", "-0.0", "5e-324"])
+def test_attach_keeps_every_number_as_written(tr_fake, attacher, number):
+    raw = '{"score":%s,"nested":{"list":[%s,{"deep":%s}]},"conversations":{"x":%s}}' % ((number,) * 4)
+    task = tr_fake.add_task(WS, WT, raw)
+    attacher.attach(WS, WT, [rec(RE1)])
+    assert len(tr_fake.writes) == 1
+    written = task.attributes
+    assert written.count(f":{number}") == 3 and f"[{number}," in written
+    assert written.startswith('{"score":%s,"nested":{"list":[%s,{"deep":%s}]},"conversations":{"x":%s,"media":'
+                              % ((number,) * 4))
+
+
 # ---- errors ----
 
 @pytest.mark.parametrize("raw", [

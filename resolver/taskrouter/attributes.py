@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from ..errors import BadRequest
@@ -27,11 +29,31 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
+@dataclass(frozen=True)
+class Number:
+    """A JSON number kept as the text it was written in: a rewrite changes no digit of anyone else's
+    numbers (`1.0000000000000001`, `1e2`, `-0`, `12345678901234567890.5` stay as written)."""
+
+    text: str
+
+
+def _finite(text: str) -> Number:
+    """A fraction or exponent kept as written, refused when no double can hold it (1e999): other readers of
+    the task would see infinity."""
+    if not math.isfinite(float(text)):
         raise ValueError("number out of range")
-    return value
+    return Number(text)
+
+
+def _written(value: object) -> str:
+    if isinstance(value, Number):
+        return f"{_MARK}{value.text}{_MARK}"  # replaced by the bare text once the JSON is written
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_MARK = "\x00" + secrets.token_hex(8)  # a string no parsed attribute can hold: \x00 is always escaped in JSON
+_ESCAPED_MARK = re.escape(json.dumps(_MARK)[1:-1])
+_MARKED = re.compile(f'"{_ESCAPED_MARK}([-+.0-9eE]+){_ESCAPED_MARK}"')
 
 
 def _reject(text: str) -> object:
@@ -47,7 +69,7 @@ def conversations(attrs: Mapping) -> object:
 def parse_attributes(raw: str) -> tuple[dict, list[dict]]:
     """The attributes and their current media list, or AttributesUnparseable if rewriting could lose data."""
     try:
-        attrs = json.loads(raw or "{}", object_pairs_hook=_unique_keys, parse_float=_finite,
+        attrs = json.loads(raw or "{}", object_pairs_hook=_unique_keys, parse_float=_finite, parse_int=Number,
                            parse_constant=_reject)
     except (ValueError, RecursionError) as e:
         raise AttributesUnparseable() from e
@@ -67,7 +89,8 @@ def with_media(attrs: dict, media: list[dict]) -> str:
     """The attributes with conversations.media replaced and nothing else changed."""
     updated = dict(attrs)
     updated["conversations"] = {**conversations(attrs), "media": media}  # type: ignore[dict-item]
-    return json.dumps(updated, separators=(",", ":"))
+    written = json.dumps(updated, separators=(",", ":"), default=_written)
+    return _MARKED.sub(lambda m: m.group(1), written)
 
 
 def flex_order(media: list[dict]) -> list[dict]:
