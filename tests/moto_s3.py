@@ -13,10 +13,12 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import botocore.session
+import pytest
 import requests
 from botocore.config import Config
 
@@ -84,3 +86,46 @@ def start_moto(log_path: Path, *, auth: bool, objects: dict[str, tuple[bytes, st
         server.key_id, server.secret = key["AccessKeyId"], key["SecretAccessKey"]
         requests.post(f"{server.url}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
     return server
+
+
+SID = "RE" + "4" * 32
+KEY = f"recordings/{SID}"  # the object key; the link key is the SID (prefix recordings/)
+SMALL = b"RIFF....WAVE" + bytes(range(256)) * 8
+
+
+def sample_objects() -> dict[str, tuple[bytes, str]]:
+    from conftest import RECORDING
+
+    return {
+        KEY: (RECORDING, "audio/x-wav"),
+        "recordings/calls/2026/short.wav": (SMALL, "audio/x-wav"),
+        "recordings/empty.wav": (b"", "audio/x-wav"),
+        "outside.wav": (b"not under the prefix", "audio/x-wav"),
+        "recordingsX/evil.wav": (b"a sibling of the prefix", "audio/x-wav"),
+    }
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A moto server that verifies SigV4 (the IAM key is server.key_id / server.secret)."""
+    server = start_moto(tmp_path_factory.mktemp("moto") / "signed.log", auth=True, objects=sample_objects())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def open_(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A moto server without auth, holding the same objects: presigned URLs are fetched here."""
+    server = start_moto(tmp_path_factory.mktemp("moto") / "open.log", auth=False, objects=sample_objects())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def no_aws_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS's credential chain sees only what a test gives it: no profile files, no instance metadata."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

@@ -10,47 +10,22 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import RECORDING, SERVICE_KEY, WORKER, issue_links, new_token
-from moto_s3 import BUCKET, MotoS3, start_moto
+from moto_s3 import BUCKET, KEY, SID, SMALL, MotoS3
 
 from resolver import config, create_app
 from resolver.access.signing import Link
 from resolver.errors import BadRequest, ConfigError
 from resolver.sources import upstream_url
 
-SID = "RE" + "4" * 32
-KEY = f"recordings/{SID}"  # the object key; the link key is the SID (prefix recordings/)
-SMALL = b"RIFF....WAVE" + bytes(range(256)) * 8
-OBJECTS = {
-    KEY: (RECORDING, "audio/x-wav"),
-    "recordings/calls/2026/short.wav": (SMALL, "audio/x-wav"),
-    "recordings/empty.wav": (b"", "audio/x-wav"),
-    "outside.wav": (b"not under the prefix", "audio/x-wav"),
-    "recordingsX/evil.wav": (b"a sibling of the prefix", "audio/x-wav"),
-}
 WRONG_SECRET = "wrong-secret-" + "Z" * 27
 ESCAPES = ["../outside.wav", "..", "a/../../outside.wav", "%2e%2e/outside.wav", "..%2foutside.wav",
            "/outside.wav", "./x.wav", "x//y", "x\\..\\outside.wav", "x?y", "x#y", "X/../../recordingsX/evil.wav",
            "\u2025/outside.wav", "x%00", "x\r\n"]
-
-
-@pytest.fixture(scope="module")
-def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "signed.log", auth=True, objects=OBJECTS)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def open_(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "open.log", auth=False, objects=OBJECTS)
-    yield server
-    server.stop()
 
 
 def s3_sources(signed: MotoS3, open_: MotoS3) -> str:
@@ -92,14 +67,7 @@ delivery = "presign"
 
 
 @pytest.fixture
-def s3_env(env: dict[str, str], tmp_path: Path, signed: MotoS3, open_: MotoS3,
-           monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    # AWS's chain sees only what a test gives it: no profile files, no instance metadata service.
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+def s3_env(env: dict[str, str], signed: MotoS3, open_: MotoS3, no_aws_chain: None) -> dict[str, str]:
     path = Path(env["RESOLVER_SOURCES"])
     path.write_text(path.read_text() + s3_sources(signed, open_))
     return {**env, "ARCHIVE_KEY_ID": signed.key_id, "ARCHIVE_SECRET": signed.secret, "ARCHIVE_WRONG": WRONG_SECRET}
