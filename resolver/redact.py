@@ -66,4 +66,6 @@ def known_secrets(settings: Settings) -> list[str]:
     found += [settings.auth_token or "", settings.metrics_token or ""]
     for source in settings.sources.values():
         found += list((source.auth or ())[1:])
+        if source.s3 is not None and source.s3.keys is not None:
+            found += list(source.s3.keys[1:])  # the secret access key and session token (not the key id)
     return [s for s in found if s]

@@ -18,13 +18,32 @@ from urllib3.util import parse_url
 from .errors import BadRequest, ConfigError
 from .twilio_ids import RECORDING_SID
 
-KINDS = ("twilio-recording", "http", "redirect")
+KINDS = ("twilio-recording", "http", "redirect", "s3")
+DELIVERIES = ("stream", "presign")
 MAX_KEY_LENGTH = 512
 KEY_CHARS = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 RECORDING_TYPES = {"mp3": ("audio/mpeg",), "wav": ("audio/wav", "audio/x-wav", "audio/wave")}
 MAX_USES = 1000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+# S3 bucket names (the rules for new buckets); a name with dots is reached path-style, never as a host name.
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
+PREFIX = re.compile(r"([A-Za-z0-9._~-]+/)*[A-Za-z0-9._~-]*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where an `s3` source's objects live; `Source.base_url` is the bucket (and prefix) URL built from it."""
+
+    bucket: str
+    region: str
+    prefix: str = ""
+    endpoint_url: str = ""  # "" = AWS's own regional endpoint
+    delivery: str = "stream"  # or "presign"
+    # (access key id, secret access key, session token or "") from the named variables; None = AWS's chain
+    keys: tuple[str, str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -39,10 +58,14 @@ class Source:
     max_uses: int | None = None  # redirect sources only: how often one grant may be opened
     # ("bearer", token) or ("basic", user, password); never printed
     auth: tuple[str, ...] | None = field(default=None, repr=False)
+    s3: S3Location | None = None  # s3 sources only
 
     @property
     def mode(self) -> str:
-        return "redirect" if self.kind == "redirect" else "stream"
+        """What /m/ does: stream the bytes, or answer 302 (redirect sources, s3 sources that presign)."""
+        if self.kind == "redirect" or (self.s3 is not None and self.s3.delivery == "presign"):
+            return "redirect"
+        return "stream"
 
 
 def check_key(source: Source, key: object) -> str:
@@ -77,18 +100,21 @@ def upstream_url(source: Source, key: str, *, channels: int | None = None) -> st
     return url
 
 
-def _check_base_url(name: str, url: object) -> str:
+def _check_base_url(name: str, url: object, setting: str = "base_url") -> str:
     if not isinstance(url, str) or not url:
-        raise ConfigError(f"sources.{name}: base_url is required")
+        raise ConfigError(f"sources.{name}: {setting} is required")
     try:
         parts = parse_url(url)
     except ValueError as e:
-        raise ConfigError(f"sources.{name}: base_url is not a valid URL") from e
+        raise ConfigError(f"sources.{name}: {setting} is not a valid URL") from e
     loopback = parts.host in LOOPBACK_HOSTS
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise ConfigError(f"sources.{name}: base_url must be https:// (http:// only on a loopback host)")
+        raise ConfigError(f"sources.{name}: {setting} must be https:// (http:// only on a loopback host)")
     if not parts.host or parts.auth or parts.query or parts.fragment:
-        raise ConfigError(f"sources.{name}: base_url must have a host and no credentials, query or fragment")
+        raise ConfigError(f"sources.{name}: {setting} must have a host and no credentials, query or fragment")
+    if setting == "endpoint_url" and (parts.path or "/") != "/":
+        raise ConfigError(f"sources.{name}: endpoint_url is the store's origin only (no path); "
+                          "the bucket and prefix are settings of their own")
     return url if url.endswith("/") else url + "/"
 
 
@@ -187,7 +213,79 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
     if kind == "redirect":
         return Source(name=name, kind=kind, base_url=_check_base_url(name, raw.get("base_url")),
                       max_uses=_max_uses(name, raw))
+    if kind == "s3":
+        location = _s3_location(name, raw, env)
+        return Source(
+            name=name,
+            kind=kind,
+            base_url=_bucket_url(name, location),
+            content_types=_str_list(name, raw, "content_types"),
+            max_bytes=_max_bytes(name, raw),
+            s3=location,
+        )
     raise ConfigError(f"sources.{name}: kind must be one of {', '.join(KINDS)}")
+
+
+S3_FIELDS = {"kind", "bucket", "region", "prefix", "endpoint_url", "credentials", "delivery", "content_types",
+             "max_bytes", "private_keys"}
+
+
+def _s3_location(name: str, raw: Mapping[str, object], env: Mapping[str, str]) -> S3Location:
+    unknown = sorted(set(raw) - S3_FIELDS)
+    if unknown:
+        raise ConfigError(f"sources.{name}: {unknown[0]} is not a setting of s3 sources "
+                          "(bucket, region, prefix, endpoint_url, credentials, delivery, content_types, max_bytes)")
+    bucket, region, prefix = raw.get("bucket"), raw.get("region"), raw.get("prefix", "")
+    if not isinstance(bucket, str) or not BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ConfigError(f"sources.{name}: bucket must be an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+    if not isinstance(region, str) or not REGION.fullmatch(region):
+        raise ConfigError(f"sources.{name}: region must be an AWS region name like us-east-1")
+    if not isinstance(prefix, str) or not PREFIX.fullmatch(prefix) or len(prefix) > 256 or any(
+            s in (".", "..") for s in prefix.split("/")):
+        raise ConfigError(f"sources.{name}: prefix may use letters, digits, '.', '_', '~', '-' and '/' "
+                          "between names (like recordings/)")
+    delivery = raw.get("delivery", "stream")
+    if delivery not in DELIVERIES:
+        raise ConfigError(f"sources.{name}: delivery must be 'stream' or 'presign'")
+    endpoint = raw.get("endpoint_url", "")
+    if endpoint != "":
+        endpoint = _check_base_url(name, endpoint, setting="endpoint_url").rstrip("/")
+    return S3Location(bucket=bucket, region=region, prefix=prefix, endpoint_url=endpoint, delivery=delivery,
+                      keys=_s3_keys(name, raw.get("credentials"), env))
+
+
+def _s3_keys(name: str, spec: object, env: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """Keys from the environment variables named in `credentials`; None: AWS's standard chain decides."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not {"access_key_env", "secret_key_env"} <= set(spec) or not set(spec) <= {
+            "access_key_env", "secret_key_env", "session_token_env"}:
+        raise ConfigError(f"sources.{name}: credentials must be {{ access_key_env = \"VAR\", secret_key_env = "
+                          "\"VAR\" }} (optionally session_token_env), or left out for AWS's standard chain")
+    values = []
+    for field_name in ("access_key_env", "secret_key_env", "session_token_env"):
+        var = spec.get(field_name)
+        if var is None:
+            values.append("")
+            continue
+        if not isinstance(var, str) or not ENV_NAME.fullmatch(var):
+            raise ConfigError(f"sources.{name}: credentials.{field_name} must name an environment variable")
+        if not env.get(var, ""):
+            raise ConfigError(f"sources.{name}: environment variable {var} (credentials.{field_name}) is not set")
+        values.append(env[var])
+    return values[0], values[1], values[2]
+
+
+def _bucket_url(name: str, loc: S3Location) -> str:
+    """The URL every key of the source starts with. A configured endpoint is addressed path-style
+    (MinIO, Ceph, R2 and AWS all accept it); AWS's own endpoint virtual-hosted, unless the bucket
+    has a dot (a host name with dots would not match AWS's wildcard certificate)."""
+    prefix = quote(loc.prefix, safe="/")
+    if loc.endpoint_url:
+        return f"{loc.endpoint_url}/{loc.bucket}/{prefix}"
+    if "." in loc.bucket:
+        return f"https://s3.{loc.region}.amazonaws.com/{loc.bucket}/{prefix}"
+    return f"https://{loc.bucket}.s3.{loc.region}.amazonaws.com/{prefix}"
 
 
 @dataclass(frozen=True)

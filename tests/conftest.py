@@ -34,7 +34,9 @@ RECORDING = bytes(range(256)) * 4096  # 1 MiB of every byte value
 TRANSCRIPT = json.dumps({"turns": [{"speaker": "agent", "text": "Hello"}]}).encode()
 WORKER = "WK" + "2" * 32
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["hostile"]  # real misbehaving upstreams for the streaming tests (hostile, public, tls_files)
+# hostile: real misbehaving upstreams for the streaming tests (hostile, public, tls_files);
+# moto_s3: real S3 protocol servers (signed, open_, no_aws_chain)
+pytest_plugins = ["hostile", "moto_s3"]
 
 
 @dataclass

@@ -49,8 +49,14 @@ class Opened:
     url: str
 
     @property
+    def presigned(self) -> bool:
+        """An s3 source with delivery = "presign": a 302 to a presigned URL for exactly this object."""
+        return self.source.s3 is not None and self.source.s3.delivery == "presign"
+
+    @property
     def redirect(self) -> bool:
-        return self.source.mode == "redirect"
+        """A redirect source: a 302 to the allowlisted external URL."""
+        return self.source.mode == "redirect" and not self.presigned
 
     @property
     def filename(self) -> str:

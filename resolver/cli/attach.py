@@ -38,7 +38,7 @@ def _specs(sources: tuple[str, ...], keys: tuple[str, ...], types: tuple[str, ..
 @click.option("--transcript", "transcripts", multiple=True, help="ChatTranscript for this SID (CH...)")
 @click.option("--keep-defaults", is_flag=True,
               help="also list the task's own call recording(s) and chat transcript, which a media list hides")
-@click.option("--recording-source", help="twilio-recording source for --keep-defaults")
+@click.option("--recording-source", help="twilio-recording or s3 source for --keep-defaults (key: the SID)")
 @click.option("--dry-run", is_flag=True, help="print the media list that would be written; write nothing")
 def attach(workspace_sid: str, task_sid: str, sources: tuple[str, ...], keys: tuple[str, ...],
            types: tuple[str, ...], titles: tuple[str, ...], transcripts: tuple[str, ...], keep_defaults: bool,

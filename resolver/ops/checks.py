@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import requests
 
 from ..config import Settings
-from ..sources import Source
+from ..sources import REGION, Source
 from ..store import StoreError, open_store
+from ..streaming import s3
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 DUMMY_TOKEN = "resolver-check-not-a-token"  # noqa: S105  # nosec B105 - a deliberately invalid token
@@ -129,7 +130,69 @@ def _probe(
     return resp
 
 
+S3_PROBE_KEY = "resolver-check-no-such-object"  # a GET of a missing key: reaches bucket, region and signature
+
+
+def check_s3_source(source: Source, http: requests.Session, timeout: float,
+                    signer: s3.S3Signer | None = None) -> Result:
+    """A signed GET of a missing object under the prefix: 404 NoSuchKey proves credentials, region and bucket
+    (a HEAD would answer errors without a body, so without S3's error code). Never prints a secret."""
+    name, loc = f"source {source.name}", source.s3
+    if loc is None:
+        raise TypeError(f"source {source.name} is not an s3 source")
+    signer = signer or s3.S3Signer()
+    where = f"s3 bucket {loc.bucket} at {_where(source.base_url)}"
+    creds_fix = (f"check the variables named in credentials of sources.{source.name}" if loc.keys else
+                 f"set credentials of sources.{source.name}, or AWS's chain (AWS_ACCESS_KEY_ID/"
+                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a container or instance role)")
+    try:
+        signer.credentials(source)
+    except s3.NoCredentials:
+        return Result(FAIL, name, "no AWS credentials: none configured and AWS's standard chain found none",
+                      creds_fix)
+    url = source.base_url + S3_PROBE_KEY
+    problem = check_dns(name, url)
+    if problem:
+        return problem
+    headers = signer.signed_headers(source, url, {"Range": "bytes=0-0"})
+    try:
+        resp = http.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True)
+        body = resp.raw.read(s3.MAX_ERROR_BODY, decode_content=False) or b""
+        resp.close()
+    except requests.RequestException as e:
+        return _network_problem(name, url, e, f"check endpoint_url and region of sources.{source.name} and "
+                                "outbound HTTPS to the store")
+    code, status = s3.error_code(body), resp.status_code
+    actual = resp.headers.get("x-amz-bucket-region", "")
+    region_fix = f"set region of sources.{source.name} to the bucket's region"
+    if actual and REGION.fullmatch(actual) and actual != loc.region:
+        return Result(FAIL, name, f"{where}: wrong region: the bucket is in {actual}, not {loc.region}",
+                      region_fix)
+    if status == 404 and code in ("NoSuchKey", ""):
+        return Result(OK, name, f"{where} answers with the configured credentials (a missing object is 404)")
+    if status in (200, 206):
+        return Result(OK, name, f"{where} answers with the configured credentials")
+    meaning = s3.MEANING.get(code, "")
+    if code == "NoSuchBucket":
+        return Result(FAIL, name, f"{where}: the bucket does not exist (404 NoSuchBucket)",
+                      f"check bucket (and endpoint_url) of sources.{source.name}")
+    if code == "AccessDenied":
+        return Result(WARN, name, f"{where}: access denied for a missing object (403 AccessDenied): the "
+                      "credentials may not read here, or may read but not list (then missing media is a 502)",
+                      f"grant s3:GetObject on arn:aws:s3:::{loc.bucket}/{loc.prefix}* (and s3:ListBucket on "
+                      "the bucket, so a missing object is a 404)")
+    if "region" in meaning or status in (301, 307):
+        return Result(FAIL, name, f"{where}: wrong region ({status} {code or 'redirect'})", region_fix)
+    detail = f"{where} refused the request ({status} {code or 'without an error code'})"
+    if meaning:
+        detail += f": {meaning}"
+    return Result(FAIL, name, detail, creds_fix if status in (400, 401, 403) else
+                  f"check the settings of sources.{source.name}")
+
+
 def check_source(source: Source, settings: Settings, http: requests.Session, timeout: float) -> Result:
+    if source.kind == "s3":
+        return check_s3_source(source, http, timeout)
     name = f"source {source.name}"
     url = source.base_url
     if source.kind == "twilio-recording":

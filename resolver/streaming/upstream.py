@@ -30,7 +30,7 @@ from .. import policy
 from ..config import Settings
 from ..errors import NotFound, RangeNotSatisfiable, UpstreamFailed, UpstreamTimeout
 from ..sources import Source
-from . import redirects
+from . import redirects, s3
 from .guarded_http import blocked, new_guarded_session
 from .http_range import ByteRange, Unsatisfiable, entity_length, parse_range, part_matches
 
@@ -129,6 +129,7 @@ class Upstream:
         self.settings = settings
         self.session = session  # the operator's base_url hosts, as configured
         self.hops = hops or new_guarded_session()  # every other redirect hop: checked addresses only
+        self.s3 = s3.S3Signer()  # s3 sources: SigV4 by botocore, AWS's credential chain shared
 
     def close(self) -> None:
         self.hops.close()
@@ -142,6 +143,8 @@ class Upstream:
                 return self._checked(source, resp)
             location = resp.headers.get("Location")
             resp.close()
+            if source.s3 is not None:  # a signature is for one URL; S3 redirects only a wrong region
+                raise redirects.refuse(source, f"the s3 store answered {resp.status_code} (check region)")
             if hops == policy.MAX_REDIRECTS:
                 break
             hop = redirects.next_hop(source, hop, location)
@@ -153,8 +156,11 @@ class Upstream:
         session, basic, send = self.hops, None, dict(headers)
         if hop.trusted:  # credentials never leave the base_url's origin
             session = self.session
-            auth_headers, basic = _auth(source)
-            send.update(auth_headers)
+            if source.s3 is not None:  # signed for exactly this URL and these headers
+                send = self.s3.signed_headers(source, hop.url, send)
+            else:
+                auth_headers, basic = _auth(source)
+                send.update(auth_headers)
         try:
             prepared = requests.Request("GET", hop.url, headers=send, auth=basic).prepare()
             started = time.perf_counter()
@@ -180,6 +186,10 @@ class Upstream:
     def _checked(self, source: Source, resp: requests.Response) -> requests.Response:
         if resp.status_code in policy.PASSED_STATUSES:
             return resp
+        if source.s3 is not None and resp.status_code != 416:  # S3's XML goes no further than its code
+            body = _error_body(resp)
+            resp.close()
+            raise s3.failure(source, resp.status_code, body)
         resp.close()
         if resp.status_code == 416:
             raise _unsatisfiable(entity_length(416, resp.headers.get("Content-Range"), None))
@@ -197,7 +207,12 @@ class Upstream:
             asked = parse_range(client_headers.get("Range"))
         except Unsatisfiable:
             raise _unsatisfiable(self._length(source, url)) from None
-        up = self.open(source, url, forwarded_headers(client_headers, asked))
+        try:
+            up = self.open(source, url, forwarded_headers(client_headers, asked))
+        except RangeNotSatisfiable as e:
+            if e.headers or asked is None:
+                raise
+            raise _unsatisfiable(self._length(source, url)) from None  # S3 says 416 without Content-Range
         try:
             headers, content_type, inline = self._headers(source, up, asked)
             transfer.status = up.status_code
@@ -293,6 +308,14 @@ class Upstream:
         probe.close()
         return entity_length(probe.status_code, probe.headers.get("Content-Range"),
                              probe.headers.get("Content-Length"))
+
+
+def _error_body(resp: requests.Response) -> bytes:
+    """The start of an error body, for its error code only; nothing from it reaches the client."""
+    try:
+        return resp.raw.read(s3.MAX_ERROR_BODY, decode_content=False) or b""
+    except (Urllib3Error, OSError):
+        return b""
 
 
 def _unsatisfiable(length: int | None) -> RangeNotSatisfiable:

@@ -41,6 +41,7 @@ from .rest import TwilioRest, check_workspace_sid
 CONFLICT_ATTEMPTS = 5  # read-merge-write rounds before giving up on a task that keeps changing
 UNPLAYABLE = frozenset({"absent", "failed", "deleted"})  # recording statuses with nothing to play
 RECORDING_TITLE = "Call recording"
+RECORDING_KINDS = ("twilio-recording", "s3")  # sources whose keys may be recording SIDs
 
 
 @dataclass
@@ -119,15 +120,19 @@ class Attacher:
         return merged, added
 
     def _source_for_recordings(self) -> Source:
+        """The one asked for; else the first twilio-recording source; else the only s3 source (prefix + SID)."""
         sources = self.settings.sources
         if self.recording_source:
             source = sources.get(self.recording_source)
-            if source is None or source.kind != "twilio-recording":
-                raise NoRecordingSource(f"'{self.recording_source}' is not a twilio-recording source.")
+            if source is None or source.kind not in RECORDING_KINDS:
+                raise NoRecordingSource(f"'{self.recording_source}' is not a twilio-recording or s3 source.")
             return source
         for source in sources.values():
             if source.kind == "twilio-recording":
                 return source
+        buckets = [s for s in sources.values() if s.kind == "s3"]
+        if len(buckets) == 1:
+            return buckets[0]
         raise NoRecordingSource()
 
     def _defaults(self, attrs: dict, task_sid: str, listings: dict[str, list[dict]]
@@ -147,11 +152,11 @@ class Attacher:
                     found[sid] = {**found.get(sid, {}), **rec}
         specs: list[MediaSpec] = []
         if found:
-            source = self._source_for_recordings().name
+            source = self._source_for_recordings()
             numbered = len(found) > 1
             for i, (sid, rec) in enumerate(found.items(), start=1):
-                channels = rec.get("channels")
-                specs.append(MediaSpec(type="VoiceRecording", source=source, key=sid,
+                channels = rec.get("channels") if source.kind == "twilio-recording" else None  # a bucket: one file
+                specs.append(MediaSpec(type="VoiceRecording", source=source.name, key=sid,
                                        title=f"{RECORDING_TITLE} {i}" if numbered else RECORDING_TITLE,
                                        channels=channels if channels in (1, 2) else None,
                                        start_time=iso_time(rec.get("start_time"))))

@@ -29,7 +29,8 @@ class AttributesUnparseable(ResolverError):
 
 class NoRecordingSource(ResolverError):
     status, code = 409, "no_recording_source"
-    message = "The task has a call recording, but RESOLVER_SOURCES defines no twilio-recording source for it."
+    message = ("The task has a call recording, but RESOLVER_SOURCES defines no twilio-recording source (or "
+               "single s3 source) for it.")
 
 
 class TwilioAuthFailed(ResolverError):

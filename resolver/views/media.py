@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
-from flask import Blueprint, g, redirect, request
+from flask import Blueprint, Response, g, redirect, request
 from flask.typing import ResponseReturnValue
 
 from ..access.flex_auth import basic_token
@@ -34,6 +35,13 @@ def grant(grant_token: str) -> ResponseReturnValue:
     audit = _grant_auditor(c.audit, request.method, request.remote_addr)
     try:
         opened = c.gate.open_grant(grant_token, client=request.remote_addr)
+        if opened.presigned:
+            # The presigned URL lives no longer than the grant (at least 1 s, the least SigV4 allows).
+            location = c.upstream.s3.presign(opened.source, opened.url,
+                                             expires=int(opened.grant.expires_at - time.time()))
+            transfer.status = 302
+            audit("redirected", "", opened.grant, transfer)
+            return Response(status=302, headers={"Location": location})  # no body repeating the URL
         if opened.redirect:
             transfer.status = 302
             audit("redirected", "", opened.grant, transfer)
