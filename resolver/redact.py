@@ -20,6 +20,8 @@ REDACTED = "[redacted]"
 NOT_TOKEN_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 # Paths whose last segment is a link or a grant (SPEC.md endpoints), wherever they appear in a line.
 MIN_SIGNATURE = 20  # base64url characters of a truncated HMAC at least
+# What follows an authorization scheme is a credential, whatever it looks like.
+AUTH_VALUE = re.compile(r"\b(Bearer|Basic) +([A-Za-z0-9._~+/=-]{8,})")
 TOKEN_PATH = re.compile(r"(/[dpm]/)[^\s\"'?#<>]+")
 
 
@@ -28,7 +30,7 @@ def token_shaped(text: str) -> bool:
     parts, the first a JSON header) or one of our itsdangerous links and grants (base64 JSON payload, or
     `.` + zlib for compressed ones, then a signature). Known by what the parts decode to, not by a shape that
     real identities (`heyJude.lennon@example.com`) and keys (`calls/CA….RE…`) also have."""
-    return any(_run_is_token(run) for run in NOT_TOKEN_CHARS.split(text))
+    return AUTH_VALUE.search(text) is not None or any(_run_is_token(run) for run in NOT_TOKEN_CHARS.split(text))
 
 
 def _run_is_token(run: str) -> bool:
@@ -37,9 +39,9 @@ def _run_is_token(run: str) -> bool:
         return True  # a compressed link or grant: "." + zlib payload ("eJ" is zlib's header) + signature
     if not all(parts) or not parts[0].startswith("eyJ"):
         return False
-    if len(parts) == 2 and len(parts[1]) < MIN_SIGNATURE:
-        return False
-    return len(parts) in (2, 3, 5) and _json_object(parts[0])
+    if len(parts) in (3, 5):
+        return True  # a JWT or JWE: its header is base64 JSON, "eyJ"; even a mangled one is not logged
+    return len(parts) == 2 and len(parts[1]) >= MIN_SIGNATURE and _json_object(parts[0])  # a link or grant
 
 
 def _json_object(part: str) -> bool:
@@ -54,6 +56,7 @@ def _json_object(part: str) -> bool:
 def redact(text: str) -> str:
     """The text with token paths and token-shaped runs replaced by [redacted]."""
     text = TOKEN_PATH.sub(lambda m: m.group(1) + REDACTED, text)
+    text = AUTH_VALUE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     if not token_shaped(text):
         return text
     pieces = re.split(r"([^A-Za-z0-9_.-]+)", text)  # keep the separators so the line stays readable

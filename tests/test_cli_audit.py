@@ -40,6 +40,32 @@ def test_verify_intact_exits_zero(trail):
     assert result.output.strip() == "OK: 6 records, 1 writers, 0 problems, 0 open chains"
 
 
+def _mixed(trail):
+    """The records interleaved with gunicorn access-log and error lines, as on a shared stdout."""
+    out = []
+    for i, line in enumerate(trail.read_text().splitlines()):
+        out += [f'127.0.0.1 "GET /m/<grant_token>" 206 1024 3ms rid=abc{i}', line]
+    out.append("[2026-12-02 15:00:00 +0000] [42] [INFO] Shutting down: Master")
+    trail.write_text("\n".join(out) + "\n")
+
+
+def test_verify_mixed_skips_other_lines_with_a_count(trail):
+    _mixed(trail)
+    assert run("audit", "verify", str(trail)).exit_code == 1  # without --mixed a foreign line is a problem
+    result = run("audit", "verify", "--mixed", str(trail))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "OK: 6 records, 1 writers, 0 problems, 0 open chains, 7 other lines skipped"
+
+
+def test_verify_mixed_still_finds_a_record_mangled_into_a_foreign_line(trail):
+    _mixed(trail)
+    lines = trail.read_text().splitlines()
+    lines[5] = "127.0.0.1 looks like an access log line now"  # was the third record
+    trail.write_text("\n".join(lines) + "\n")
+    result = run("audit", "verify", "--mixed", str(trail))
+    assert result.exit_code == 1 and "missing" in result.output
+
+
 def test_verify_names_the_line_of_a_deleted_record(trail):
     lines = trail.read_text().splitlines()
     del lines[2]
@@ -82,3 +108,16 @@ def test_query_csv_defuses_formulas(trail):
 def test_query_rejects_a_bad_time(trail):
     result = run("audit", "query", str(trail), "--since", "last tuesday")
     assert result.exit_code == 2 and "--since" in result.output
+
+
+def test_verify_reports_a_stream_started_without_an_end(tmp_path):
+    path = tmp_path / "audit.log"
+    log = AuditLog.open(str(path))
+    log.record("grant", outcome="started", identity="alice", request_id="r1", range="bytes=0-")
+    log.record("grant", outcome="served", identity="alice", request_id="r1", bytes=10, complete=True)
+    log.record("grant", outcome="started", identity="bob", request_id="r2", range="bytes=0-")  # then kill -9
+    log.close()
+    result = run("audit", "verify", str(path))
+    assert result.exit_code == 0
+    assert f"note: {path}:4: stream started with no served record" in result.output  # line 1 is chain_start
+    assert "alice" not in result.output

@@ -123,8 +123,9 @@ def test_every_outcome_is_audited_and_the_trail_verifies(app, client, env, token
     got = [(r["event"], r.get("outcome"), r.get("reason") or "") for r in records(env)]
     assert got == [
         ("link", "issued", ""), ("link", "issued", ""), ("link", "issued", ""),
-        ("resolve", "allowed", ""), ("grant", "served", ""), ("grant", "served", ""),
-        ("resolve", "allowed", ""), ("grant", "served", ""),
+        ("resolve", "allowed", ""), ("grant", "started", ""), ("grant", "served", ""),
+        ("grant", "started", ""), ("grant", "served", ""),
+        ("resolve", "allowed", ""), ("grant", "started", ""), ("grant", "served", ""),
         ("resolve", "allowed", ""), ("grant", "redirected", ""),
         ("resolve", "denied", "invalid_token"),
         ("resolve", "allowed", ""),
@@ -133,10 +134,12 @@ def test_every_outcome_is_audited_and_the_trail_verifies(app, client, env, token
         ("drilldown", "refused", "open_in_flex"),
     ]
     trail = records(env)
-    ranged = trail[4]
+    started, ranged = trail[4], trail[5]
+    assert started | {"range": "bytes=10-19", "method": "GET", "identity": "sup@example.com",
+                      "key": RECORDING_SID} == started
     assert ranged | {"status": 206, "bytes": 10, "range": "bytes=10-19", "complete": True, "method": "GET",
                      "identity": "sup@example.com", "task_sid": "WT" + "3" * 32, "key": RECORDING_SID} == ranged
-    assert trail[5]["method"] == "HEAD" and trail[11]["via"] == "provider"
+    assert trail[7]["method"] == "HEAD" and trail[14]["via"] == "provider"
     assert all(r.get("client") == "127.0.0.1" for r in trail)
     report = audit_trail.verify([env["RESOLVER_AUDIT_LOG"]])
     assert report.ok and not report.open_chains, report.text()

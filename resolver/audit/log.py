@@ -119,7 +119,8 @@ EVENTS: dict[str, str] = {
               "--dry-run printed them) or refused; from the CLI with via=cli and the operator",
     "drilldown": "a drilldown link opened outside Flex: refused (401 page), never served",
     "resolve": "a Flex user asked for a grant (via resolve or provider): allowed or denied, with the reason",
-    "grant": "a grant used: served (status, bytes, range, duration, complete), redirected or refused",
+    "grant": "a grant used: started (before the first byte: who, what, range), then served (status, bytes, "
+             "range, duration, complete); or redirected, or refused",
     "revocation": "a link, task, subject or everything-before-a-time revoked (or failed: store down)",
     "chain_start": "a writer (one process) began its chain; pid, and parent when forked",
     "chain_end": "a writer closed its chain cleanly; `records` counts the records before it",

@@ -43,6 +43,8 @@ class Report:
     writers: int = 0
     problems: list[Problem] = field(default_factory=list)
     open_chains: list[str] = field(default_factory=list)  # writer ids without chain_end
+    skipped: int = 0  # lines that are not audit records, with --mixed (an access log sharing stdout)
+    unfinished: list[str] = field(default_factory=list)  # "file:line" of grants started without a served record
 
     @property
     def ok(self) -> bool:
@@ -52,9 +54,12 @@ class Report:
         lines = [str(p) for p in self.problems]
         lines += [f"note: chain of writer {w} has no chain_end (running, crashed, or its tail was cut)"
                   for w in self.open_chains]
+        lines += [f"note: {where}: stream started with no served record (still running, or the worker died)"
+                  for where in self.unfinished]
         verdict = "OK" if self.ok else "FAIL"
         lines.append(f"{verdict}: {self.records} records, {self.writers} writers, "
-                     f"{len(self.problems)} problems, {len(self.open_chains)} open chains")
+                     f"{len(self.problems)} problems, {len(self.open_chains)} open chains"
+                     + (f", {self.skipped} other lines skipped" if self.skipped else ""))
         return "\n".join(lines)
 
 
@@ -78,17 +83,25 @@ def _chain_fields_ok(rec: dict[str, Any]) -> bool:
             and isinstance(rec.get("prev"), str) and isinstance(rec.get("hash"), str))
 
 
-def verify(paths: Iterable[str]) -> Report:
-    """Check every writer's chain across the files (give rotated files oldest first)."""
+def verify(paths: Iterable[str], *, mixed: bool = False) -> Report:
+    """Check every writer's chain across the files (give rotated files oldest first).
+
+    `mixed`: the files are a stream the audit records share with other lines (stdout with the access log,
+    a log drain's export): a line that is not an audit record is counted and skipped. Nothing is lost by
+    that: a record mangled into a foreign line leaves a gap in its writer's seq, which is still reported."""
     paths = list(paths)
     report = Report()
     chains: dict[str, list[_Entry]] = {}
+    streams: dict[str, str] = {}  # request_id of a started grant -> where, until its served record
     for where, line in _lines(paths):
         if not line.strip():
             continue
         rec = _parse(line)
         if rec is None or not _chain_fields_ok(rec):
-            report.problems.append(Problem(where, "not an audit record (edited or foreign line)"))
+            if mixed:
+                report.skipped += 1
+            else:
+                report.problems.append(Problem(where, "not an audit record (edited or foreign line)"))
             continue
         report.records += 1
         if record_hash(rec) != rec["hash"]:
@@ -96,7 +109,13 @@ def verify(paths: Iterable[str]) -> Report:
                 where, f"writer {rec['writer']} seq {rec['seq']}: record edited (hash does not match it)"))
         entry = _Entry(rec["seq"], rec["prev"], rec["hash"], where, str(rec.get("event")), rec.get("pid"))
         chains.setdefault(rec["writer"], []).append(entry)
+        if rec.get("event") == "grant" and rec.get("request_id"):
+            if rec.get("outcome") == "started":
+                streams[rec["request_id"]] = where
+            else:
+                streams.pop(rec["request_id"], None)
     report.writers = len(chains)
+    report.unfinished = list(streams.values())
     for writer, entries in chains.items():
         _check_chain(writer, entries, report)
     files = {path: n for n, path in enumerate(dict.fromkeys(paths))}

@@ -38,11 +38,14 @@ def audit() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--require-end", is_flag=True,
               help="also fail on chains without chain_end (use on files of stopped services)")
-def verify(files: tuple[str, ...], require_end: bool) -> None:
+@click.option("--mixed", is_flag=True,
+              help="the files also hold other lines (RESOLVER_AUDIT_LOG=- shares stdout with the access log): "
+                   "skip and count them")
+def verify(files: tuple[str, ...], require_end: bool, mixed: bool) -> None:
     """Check the hash chains; exit 1 on any deleted, edited, duplicated or reordered record.
 
     Give rotated files oldest first."""
-    report = trail.verify(files)
+    report = trail.verify(files, mixed=mixed)
     click.echo(report.text())
     if not report.ok or (require_end and report.open_chains):
         raise SystemExit(1)

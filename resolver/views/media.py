@@ -52,7 +52,9 @@ def grant(grant_token: str) -> ResponseReturnValue:
         transfer.status = e.status
         audit("refused", e.code, opened.grant if opened else None, transfer)
         raise
-    # A stream is audited when it ends (complete or aborted), after the request context is gone.
+    # A stream is audited before its first byte leaves (started: who, what, which range), and again when it
+    # ends (served: bytes and completeness), after the request context is gone. A crash leaves the first.
+    audit("started", "", opened.grant, transfer)
     resp.call_on_close(lambda: audit("served", "", opened.grant, transfer))
     return resp
 
