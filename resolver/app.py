@@ -16,6 +16,7 @@ from .errors import register_errors
 from .ops import logs, metrics
 from .services import Context
 from .store import Store, open_store
+from .streaming.encrypted import EncryptedRecordings
 from .streaming.upstream import Upstream, new_session
 from .views import api, cors, docs, media, revocations, tasks
 
@@ -38,14 +39,16 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     http = new_session()
     store = store or open_store(settings.store_url)
     audit = AuditLog.open(settings.audit_log, secrets=secrets)
+    upstream = Upstream(settings, http)
     app.extensions["resolver"] = context = Context(
         settings=settings,
         signer=Signer(settings.secret_keys),
         store=store,
         http=http,
         validator=TokenValidator(settings, http, store),
-        upstream=Upstream(settings, http),
+        upstream=upstream,
         audit=audit,
+        recordings=EncryptedRecordings(settings, upstream, store),
     )
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)

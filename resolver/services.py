@@ -12,6 +12,7 @@ from .access.signing import Signer
 from .audit.log import AuditLog
 from .config import Settings
 from .store import Store
+from .streaming.encrypted import EncryptedRecordings
 from .streaming.upstream import Upstream
 
 
@@ -24,6 +25,7 @@ class Context:
     validator: TokenValidator
     upstream: Upstream
     audit: AuditLog
+    recordings: EncryptedRecordings  # twilio-recording sources with private_keys
 
     def close(self) -> None:
         """Release sockets and files (tests and the demo build many apps in one process)."""

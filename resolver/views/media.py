@@ -51,14 +51,18 @@ def grant(grant_token: str) -> ResponseReturnValue:
             audit("redirected", "", g_, transfer)
             return redirect(url, code=302)
         filename = posixpath.basename(g_.key) + source.suffix
-        resp = c.upstream.response(source, url, method=request.method, client_headers=request.headers,
-                                   filename=filename, transfer=transfer)
+        if source.private_keys:  # Twilio Voice Recording Encryption: decrypted here, plain ones as they are
+            resp = c.recordings.response(source, g_, url, method=request.method, client_headers=request.headers,
+                                         filename=filename, transfer=transfer)
+        else:
+            resp = c.upstream.response(source, url, method=request.method, client_headers=request.headers,
+                                       filename=filename, transfer=transfer)
     except ResolverError as e:
         transfer.status = e.status
         audit("refused", e.code, g_, transfer)
         raise
     # A stream is audited when it ends (complete or aborted), after the request context is gone.
-    resp.call_on_close(lambda: audit("served", "", g_, transfer))
+    resp.call_on_close(lambda: audit("served", transfer.reason, g_, transfer))
     return resp
 
 
