@@ -60,8 +60,9 @@ def _start_child(argv: list[str], log: Path, env: dict[str, str] | None = None) 
 
 class Stack:
     def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, net_rate: int = 200 << 20,
-                 keep_tmp: bool = False) -> None:
+                 keep_tmp: bool = False, recording_bytes: int = 0) -> None:
         self.keep_tmp = keep_tmp
+        self.recording_bytes = recording_bytes  # measure 6: a plain and an encrypted recording of this size
         self.net_rate = net_rate
         self.tmp = Path(tempfile.mkdtemp(prefix="resolver-bench-"))
         self.rate = rate
@@ -90,9 +91,10 @@ class Stack:
         tokens_file = self.tmp / "tokens.json"
         tokens_file.write_text(json.dumps(self.tokens))
         auth_token = secrets.token_hex(16)
+        recording_args, recording_env, recording_source = self._recording_key()
         iam, iam_port = _start_child([py, "-m", "bench.fake_iam", "--account-sid", ACCOUNT_SID,
                                       "--auth-token", auth_token, "--tokens", str(tokens_file),
-                                      "--iam-delay", "0.2"],
+                                      "--iam-delay", "0.2", *recording_args],
                                      self.tmp / "fake_iam.log")
         self.children.append(iam)
         self.iam_url = f"http://127.0.0.1:{iam_port}"
@@ -103,7 +105,7 @@ class Stack:
             f'[sources.slow]\nkind = "http"\nbase_url = "{self.upstream_url}/slow/"\n'
             'content_types = ["audio/mpeg"]\n\n'
             f'[sources.net]\nkind = "http"\nbase_url = "{self.upstream_url}/net/"\n'
-            'content_types = ["audio/mpeg"]\n'
+            'content_types = ["audio/mpeg"]\n' + recording_source
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -127,6 +129,7 @@ class Stack:
             "RESOLVER_MEDIA_LIMIT": "1000000/second",
             "RESOLVER_STORE": self.store,
             "RESOLVER_AUDIT_LOG": str(self.tmp / "audit.log"),
+            **recording_env,
         })
         self.command = procfile_command()
         self.gunicorn = subprocess.Popen(self.command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
@@ -134,6 +137,25 @@ class Stack:
                                          stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
         return self
+
+    def _recording_key(self) -> tuple[list[str], dict[str, str], str]:
+        """For measure 6: a throwaway recording key pair, the fake Twilio's arguments, the env and the source."""
+        if not self.recording_bytes:
+            return [], {}, ""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key, sid = rsa.generate_private_key(public_exponent=65537, key_size=2048), "CR" + secrets.token_hex(16)
+        public = self.tmp / "recording-public.pem"
+        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        args = ["--recording-bytes", str(self.recording_bytes), "--recording-public-key", str(public),
+                "--recording-key-sid", sid]
+        source = (f'\n[sources.recordings]\nkind = "twilio-recording"\nformat = "wav"\n'
+                  f'private_keys = {{ {sid} = "BENCH_RECORDING_KEY" }}\n')
+        return args, {"BENCH_RECORDING_KEY": private}, source
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ from .errors import PayloadTooLarge, register_errors
 from .ops import logs, metrics
 from .services import Context
 from .store import Store, open_store
+from .streaming.encrypted import EncryptedRecordings
 from .streaming.upstream import Upstream, new_session
 from .views import api, cors, docs, media, revocations, tasks
 
@@ -40,15 +41,17 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     store = store or open_store(settings.store_url)
     audit = AuditLog.open(settings.audit_log, secrets=secrets)
     signer, validator = Signer(settings.secret_keys), TokenValidator(settings, http, store)
+    upstream = Upstream(settings, http)
     app.extensions["resolver"] = context = Context(
         settings=settings,
         signer=signer,
         store=store,
         http=http,
         validator=validator,
-        upstream=Upstream(settings, http),
+        upstream=upstream,
         audit=audit,
         gate=Gate(settings, signer, store, validator, audit),
+        recordings=EncryptedRecordings(settings, upstream, store),
     )
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)

@@ -86,6 +86,24 @@ class UpstreamFailed(ResolverError):
     status, code, message = 502, "upstream_error", "The media store failed to deliver this media."
 
 
+class RecordingKeyUnknown(UpstreamFailed):
+    """An encrypted recording whose public key SID has no private key in this source's private_keys."""
+
+    code, message = "recording_key_unknown", "This recording is encrypted with a key the resolver does not hold."
+
+
+class RecordingUnwrapFailed(UpstreamFailed):
+    """The private key named for the SID could not unwrap the content key (wrong key, corrupt encrypted_cek)."""
+
+    code, message = "recording_unwrap_failed", "This recording's content key could not be unwrapped."
+
+
+class RecordingEncryptionInvalid(UpstreamFailed):
+    """Twilio's encryption details are malformed, of an unknown type, or do not fit the media."""
+
+    code, message = "recording_encryption_invalid", "This recording's encryption details are not usable."
+
+
 class Unavailable(ResolverError):
     status, code, message = 503, "validation_unavailable", "Twilio could not confirm your session; try again."
 

@@ -13,6 +13,7 @@ from .access.signing import Signer
 from .audit.log import AuditLog
 from .config import Settings
 from .store import Store
+from .streaming.encrypted import EncryptedRecordings
 from .streaming.upstream import Upstream
 
 
@@ -26,6 +27,7 @@ class Context:
     upstream: Upstream
     audit: AuditLog
     gate: Gate  # the access decisions, with the services above handed in
+    recordings: EncryptedRecordings  # twilio-recording sources with private_keys
 
     def close(self) -> None:
         """Release sockets and files (tests and the demo build many apps in one process)."""

@@ -13,15 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from urllib3.util import parse_url
 
 from .errors import BadRequest, ConfigError
-from .twilio_ids import RECORDING_SID
+from .twilio_ids import PUBLIC_KEY_SID, RECORDING_SID
 
 KINDS = ("twilio-recording", "http", "redirect", "s3")
 DELIVERIES = ("stream", "presign")
 MAX_KEY_LENGTH = 512
 KEY_CHARS = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
+MIN_RSA_BITS = 2048
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 RECORDING_TYPES = {"mp3": ("audio/mpeg",), "wav": ("audio/wav", "audio/x-wav", "audio/wave")}
 MAX_USES = 1000
@@ -59,6 +63,17 @@ class Source:
     # ("bearer", token) or ("basic", user, password); never printed
     auth: tuple[str, ...] | None = field(default=None, repr=False)
     s3: S3Location | None = None  # s3 sources only
+    # Voice Recording Encryption: (public key SID "CR...", its RSA private key) pairs; never printed or compared
+    private_keys: tuple[tuple[str, rsa.RSAPrivateKey], ...] = field(default=(), repr=False, compare=False)
+
+    def private_key(self, public_key_sid: str) -> rsa.RSAPrivateKey | None:
+        """The private key configured for Twilio's public key SID, or None."""
+        return next((k for sid, k in self.private_keys if sid == public_key_sid), None)
+
+    @property
+    def key_sids(self) -> tuple[str, ...]:
+        """The public key SIDs this source can decrypt for (no key material: safe to print)."""
+        return tuple(sid for sid, _ in self.private_keys)
 
     @property
     def mode(self) -> str:
@@ -100,6 +115,14 @@ def upstream_url(source: Source, key: str, *, channels: int | None = None) -> st
     return url
 
 
+def recording_resource_url(source: Source, key: str) -> str:
+    """The Twilio recording resource (JSON) for a recording SID of a twilio-recording source."""
+    check_key(source, key)
+    if source.kind != "twilio-recording":
+        raise BadRequest("Only Twilio recordings have a recording resource.", code="bad_key")
+    return source.base_url + key + ".json"
+
+
 def _check_base_url(name: str, url: object, setting: str = "base_url") -> str:
     if not isinstance(url, str) or not url:
         raise ConfigError(f"sources.{name}: {setting} is required")
@@ -138,6 +161,45 @@ def _auth(env: Mapping[str, str], name: str, spec: object) -> tuple[str, ...] | 
     if spec.get("type") == "basic":
         return ("basic", _env_secret(env, name, spec, "user_env"), _env_secret(env, name, spec, "password_env"))
     raise ConfigError(f"sources.{name}: auth.type must be 'bearer' or 'basic'")
+
+
+def _pem(value: str) -> bytes:
+    """A PEM from an environment variable; platforms that cannot hold newlines get them written as \\n."""
+    return value.strip().replace("\\n", "\n").encode()
+
+
+def _private_keys(
+    env: Mapping[str, str], name: str, spec: object
+) -> tuple[tuple[str, rsa.RSAPrivateKey], ...]:
+    """`private_keys = { CR... = "ENV_VAR" }`: each key loaded and checked now, one line naming the SID."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError(f"sources.{name}: private_keys must be a table of public key SID = environment variable")
+    keys = []
+    for sid, var in spec.items():
+        where = f"sources.{name}: private_keys.{sid}"
+        if not PUBLIC_KEY_SID.fullmatch(sid):
+            raise ConfigError(f"sources.{name}: private_keys: {sid[:40]!r} is not a public key SID (CR + 32 hex)")
+        if not isinstance(var, str) or not var:
+            raise ConfigError(f"{where} must name an environment variable")
+        value = env.get(var, "")
+        if not value.strip():
+            raise ConfigError(f"{where}: environment variable {var} is not set")
+        try:
+            key = load_pem_private_key(_pem(value), password=None)
+        except TypeError:
+            raise ConfigError(f"{where}: the key in {var} is password-protected; give it unencrypted "
+                              "(PKCS#8 or PKCS#1 PEM)") from None
+        except (ValueError, UnsupportedAlgorithm):  # never echo the parser's text: it may quote the key
+            raise ConfigError(f"{where}: {var} does not hold a readable PEM private key (PKCS#8 or PKCS#1)") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ConfigError(f"{where}: the key in {var} is not an RSA key")
+        if key.key_size < MIN_RSA_BITS:
+            raise ConfigError(f"{where}: the key in {var} has {key.key_size} bits; at least {MIN_RSA_BITS} "
+                              "are required")
+        keys.append((sid, key))
+    return tuple(keys)
 
 
 def _str_list(name: str, raw: Mapping[str, object], key: str) -> tuple[str, ...]:
@@ -183,6 +245,8 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
     if not isinstance(raw, dict):
         raise ConfigError(f"sources.{name} must be a table")
     kind = raw.get("kind")
+    if "private_keys" in raw and kind != "twilio-recording":
+        raise ConfigError(f"sources.{name}: private_keys is for twilio-recording sources")
     if "max_uses" in raw and kind != "redirect":
         raise ConfigError(f"sources.{name}: max_uses is for redirect sources only (a stream makes many "
                           "Range requests per playback)")
@@ -190,6 +254,10 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
         fmt = raw.get("format", "mp3")
         if fmt not in RECORDING_TYPES:
             raise ConfigError(f"sources.{name}: format must be 'mp3' or 'wav'")
+        private_keys = _private_keys(env, name, raw.get("private_keys"))
+        if private_keys and fmt != "wav":
+            raise ConfigError(f"sources.{name}: private_keys needs format = \"wav\" (Twilio serves encrypted "
+                              "recordings as wav only)")
         return Source(
             name=name,
             kind=kind,
@@ -199,6 +267,7 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
             redirect_hosts=_redirect_hosts(name, raw),
             max_bytes=_max_bytes(name, raw),
             auth=("basic", *twilio.auth),
+            private_keys=private_keys,
         )
     if kind == "http":
         return Source(

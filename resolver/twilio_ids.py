@@ -13,6 +13,7 @@ ACCOUNT_SID = re.compile("AC" + HEX32)
 API_KEY_SID = re.compile("SK" + HEX32)
 CALL_SID = re.compile("CA" + HEX32)
 CONFERENCE_SID = re.compile("CF" + HEX32)
+PUBLIC_KEY_SID = re.compile("CR" + HEX32)  # a Public Key resource (Voice Recording Encryption)
 CONVERSATION_SID = re.compile("(CH|IS)" + HEX32)  # a Flex chat channel or a Conversations conversation
 RECORDING_SID = re.compile("RE" + HEX32)
 TASK_SID = re.compile("WT" + HEX32)

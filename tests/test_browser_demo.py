@@ -81,6 +81,19 @@ def _audio_state(player: sync_api.Page) -> dict:
     )
 
 
+def test_encrypted_recording_plays_and_seeks_from_the_demo_page(flex: sync_api.Page, demo: Demo) -> None:
+    from resolver.demo.run import ENCRYPTED_SID
+
+    player = _open(flex, "▶ Encrypted recording")
+    player.wait_for_function("() => { const a = document.querySelector('audio'); return a && a.readyState >= 2; }")
+    player.wait_for_function("() => document.querySelector('audio').currentTime > 0.5")  # it plays
+    assert _audio_state(player)["duration"] == pytest.approx(8.0, abs=0.1)  # the plaintext wav, decoded
+    player.evaluate("() => { const a = document.querySelector('audio'); a.currentTime = 6; a.play(); }")
+    player.wait_for_function("() => document.querySelector('audio').currentTime > 6.2")
+    assert player.evaluate("() => document.querySelector('audio').error") is None
+    assert ENCRYPTED_SID in demo.twilio.resource_requests  # it was the encrypted one, read as Twilio serves it
+
+
 def test_recording_plays_from_a_grant(flex: sync_api.Page, demo: Demo, shots: Path) -> None:
     flex.screenshot(path=shots / "1-demo-page.png")
     before = len(demo.twilio.media_requests)
@@ -171,11 +184,13 @@ def _grant(demo: Demo, link: str) -> str:
     return resp.json()["url"]
 
 
-def test_grant_opened_directly_in_a_tab_plays_and_seeks(browser: sync_api.Browser, demo: Demo) -> None:
-    """SPEC: Chromium's media document re-requests the grant from inside itself; our CSP must allow that."""
+@pytest.mark.parametrize("entry", ["audio", "audio_encrypted"])
+def test_grant_opened_directly_in_a_tab_plays_and_seeks(browser: sync_api.Browser, demo: Demo, entry: str) -> None:
+    """SPEC: Chromium's media document re-requests the grant from inside itself; our CSP must allow that.
+    The encrypted recording (Voice Recording Encryption) is decrypted on the fly, seeks included."""
     context = browser.new_context()
     page = context.new_page()
-    page.goto(_grant(demo, demo.links["audio"]))
+    page.goto(_grant(demo, demo.links[entry]))
     ready = "() => { const m = document.querySelector('video, audio'); return m && m.readyState >= 2; }"
     page.wait_for_function(ready)
     page.evaluate("() => { const m = document.querySelector('video, audio'); m.currentTime = 5; m.play(); }")

@@ -28,7 +28,7 @@ FLEX = "https://flex.twilio.com"
 CONFIG = """
 [checks]
 positive_data_acceptance.enabled = false
-negative_data_rejection.expected-statuses = [400, 401, 403, 404, 405, 414, 416, 429]
+negative_data_rejection.expected-statuses = [400, 401, 403, 404, 405, 413, 414, 416, 429]
 """
 
 

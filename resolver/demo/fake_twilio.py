@@ -2,18 +2,43 @@
 
 It speaks the real protocol (paths, basic auth, JSON shapes, Range on media) so the resolver's real
 `requests` code runs against it. State is plain Python data that tests and the demo set directly.
+
+Encrypted recordings are made as Twilio's Voice Recording Encryption makes them: a random 256-bit content key
+per recording, AES-256-GCM over the media with a random 12-byte IV and the 16-byte tag appended to the
+ciphertext, the content key wrapped with RSAES-OAEP (SHA-256, MGF1-SHA-256) under the customer's public key,
+and `encryption_details` (`type` rsa-aes, `public_key_sid`, `encrypted_cek`, `iv`, base64) on the recording
+resource. They are served as wav only.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask, abort, jsonify, request, send_file
+
+OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def encrypt_recording(plaintext: bytes, public_key: rsa.RSAPublicKey, public_key_sid: str) -> tuple[bytes, dict]:
+    """(media bytes = ciphertext || tag, encryption_details) exactly as Twilio stores an encrypted recording."""
+    cek, iv = AESGCM.generate_key(bit_length=256), os.urandom(12)
+    body = AESGCM(cek).encrypt(iv, plaintext, None)  # the 16-byte tag comes appended
+    details = {
+        "type": "rsa-aes",
+        "public_key_sid": public_key_sid,
+        "encrypted_cek": base64.b64encode(public_key.encrypt(cek, OAEP)).decode(),
+        "iv": base64.b64encode(iv).decode(),
+    }
+    return body, details
 
 
 @dataclass
@@ -31,12 +56,32 @@ class FakeTwilio:
     auth_token: str
     tokens: dict[str, FlexUser] = field(default_factory=dict)
     recordings: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # "RE...": (body, content type)
+    encryption: dict[str, dict] = field(default_factory=dict)  # "RE...": encryption_details (encrypted ones)
+    resource_requests: list[str] = field(default_factory=list)  # SIDs whose recording resource was read
     validations: list[str] = field(default_factory=list)  # every token submitted, in order
     media_requests: list[dict] = field(default_factory=list)
     iam_delay: float = 0.0
     iam_status: int | None = None  # force an error status from IAM
     answers: dict[str, dict] = field(default_factory=dict)  # token -> an IAM answer sent as it is (odd shapes)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_encrypted(self, sid: str, plaintext: bytes, public_key: rsa.RSAPublicKey, public_key_sid: str) -> None:
+        """Hold `plaintext` as an encrypted recording (wav), as Twilio would with that public key."""
+        body, details = encrypt_recording(plaintext, public_key, public_key_sid)
+        with self.lock:
+            self.recordings[sid] = (body, "audio/x-wav")
+            self.encryption[sid] = details
+
+    def resource(self, account_sid: str, sid: str) -> dict:
+        """The recording resource as the REST API shows it (the fields the resolver reads, and a few more)."""
+        uri = f"/2010-04-01/Accounts/{account_sid}/Recordings/{sid}.json"
+        return {
+            "account_sid": account_sid, "api_version": "2010-04-01", "call_sid": "CA" + "0" * 32,
+            "sid": sid, "status": "completed", "channels": 1, "source": "RecordVerb", "duration": "15",
+            "date_created": "Thu, 01 Jan 2026 00:00:00 +0000", "uri": uri,
+            "media_url": f"{getattr(self, 'url', '')}{uri[:-5]}",
+            "encryption_details": self.encryption.get(sid),
+        }
 
     def authorized(self) -> bool:
         expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
@@ -101,6 +146,12 @@ class FakeTwilio:
             sid, _, ext = name.partition(".")
             if account_sid != self.account_sid or sid not in self.recordings:
                 abort(404)
+            if ext == "json":
+                with self.lock:
+                    self.resource_requests.append(sid)
+                return jsonify(self.resource(account_sid, sid))
+            if sid in self.encryption and ext != "wav":
+                abort(404)  # encrypted recordings exist as wav only
             body, content_type = self.recordings[sid]
             resp = send_file(io.BytesIO(body), mimetype=content_type, conditional=True, etag=f"{sid}-{len(body)}",
                              last_modified=datetime(2026, 1, 1, tzinfo=UTC), max_age=None)

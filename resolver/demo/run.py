@@ -1,6 +1,7 @@
 """`resolver demo`: the whole flow on one machine, no Twilio account needed.
 
-Starts, all on 127.0.0.1 and in this process: a fake Twilio (IAM token validation and recordings), a fake
+Starts, all on 127.0.0.1 and in this process: a fake Twilio (IAM token validation and recordings, one of them
+encrypted with a throwaway key pair made at start-up, as Voice Recording Encryption would), a fake
 private media store (transcripts behind a bearer token), the real resolver app with a throwaway signing key,
 and a page that mimics a Flex Insights conversation list whose clicks go through the real
 `/static/flex-drilldown.js`. Nothing here is imported by the service: only the `demo` command and the
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 
 from .. import config
@@ -31,6 +34,7 @@ from .storage import storage_app
 HOST = "127.0.0.1"
 MEDIA = resources.files(__package__) / "media"
 RECORDING_SID = "RE" + "d3" * 16
+ENCRYPTED_SID = "RE" + "e7" * 16  # the same call, held by the fake Twilio encrypted (Voice Recording Encryption)
 TRANSCRIPT_KEY = "2026/01/sample-transcript.json"
 TICKET_KEY = "4711"
 
@@ -66,11 +70,12 @@ class Demo:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def _sources_toml(storage_url: str, crm_url: str) -> str:
+def _sources_toml(storage_url: str, crm_url: str, key_sid: str) -> str:
     return f"""
 [sources.recordings]
 kind = "twilio-recording"
 format = "wav"
+private_keys = {{ {key_sid} = "DEMO_RECORDING_KEY" }}
 
 [sources.transcripts]
 kind = "http"
@@ -87,6 +92,7 @@ base_url = "{crm_url}/crm/tickets/"
 def _conversations(entries: dict[str, dict], task_sid: str, site_url: str) -> list[dict]:
     media = [
         {"label": "▶ Recording", "kind": "audio", "url": entries["audio"]["url"]},
+        {"label": "▶ Encrypted recording", "kind": "audio", "url": entries["audio_encrypted"]["url"]},
         {"label": "Transcript", "kind": "transcript", "url": entries["transcript"]["url"]},
         {"label": "CRM ticket", "kind": "redirect", "url": entries["redirect"]["url"]},
     ]
@@ -107,6 +113,10 @@ def start_demo(*, port: int = 0, page_port: int = 0, grant_ttl: int = 60, audit_
     account_sid = "AC" + secrets.token_hex(16)
     twilio = FakeTwilio(account_sid=account_sid, auth_token=secrets.token_hex(16))
     twilio.recordings[RECORDING_SID] = ((MEDIA / "sample-call.wav").read_bytes(), "audio/x-wav")
+    # A throwaway key pair, made now: Twilio would hold the public key, the resolver the private one.
+    recording_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_sid = "CR" + secrets.token_hex(16)
+    twilio.add_encrypted(ENCRYPTED_SID, (MEDIA / "sample-call.wav").read_bytes(), recording_key.public_key(), key_sid)
     tokens = {"allowed": secrets.token_urlsafe(24), "allowed_2": secrets.token_urlsafe(24),
               "denied": secrets.token_urlsafe(24)}
     twilio.tokens[tokens["allowed"]] = FlexUser(identity="sam.supervisor@owlbank.example", roles=["supervisor"])
@@ -138,14 +148,19 @@ def start_demo(*, port: int = 0, page_port: int = 0, grant_ttl: int = 60, audit_
             "TWILIO_API_URL": twilio_srv.url,
             "TWILIO_TASKROUTER_URL": twilio_srv.url,
             "DEMO_STORAGE_TOKEN": storage_token,
+            "DEMO_RECORDING_KEY": recording_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode(),
         }
-        Path(env["RESOLVER_SOURCES"]).write_text(_sources_toml(storage_srv.url, site_srv.url))
+        Path(env["RESOLVER_SOURCES"]).write_text(_sources_toml(storage_srv.url, site_srv.url, key_sid))
         settings = config.from_env(env, instance_path=tmp)
         resolver = create_app(settings)
         late_resolver.app = resolver
         task_sid = "WT" + secrets.token_hex(16)
         specs = {
             "audio": MediaSpec(type="VoiceRecording", source="recordings", key=RECORDING_SID, title="Call recording"),
+            "audio_encrypted": MediaSpec(type="VoiceRecording", source="recordings", key=ENCRYPTED_SID,
+                                         title="Call recording (encrypted at Twilio)"),
             "transcript": MediaSpec(type="Raw", source="transcripts", key=TRANSCRIPT_KEY, title="Call transcript"),
             "redirect": MediaSpec(type="Referenced", source="crm", key=TICKET_KEY, title="CRM ticket 4711"),
         }

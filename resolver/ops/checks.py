@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from ..config import Settings
 from ..sources import REGION, Source
@@ -228,6 +230,21 @@ def check_source(source: Source, settings: Settings, http: requests.Session, tim
     return Result(OK, name, f"{where} answers ({status}) with the configured credentials")
 
 
+def check_recording_keys(source: Source) -> Result:
+    """Each configured private key loaded at start-up (config); here each also unwraps a value wrapped with
+    its own public key (RSA-OAEP-SHA256, as Twilio wraps content keys), and the SIDs it serves are named."""
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    name = f"keys {source.name}"
+    probe = os.urandom(32)
+    usable = []
+    for sid, key in source.private_keys:
+        if key.decrypt(key.public_key().encrypt(probe, oaep), oaep) != probe:
+            return Result(FAIL, name, f"the key for {sid} does not unwrap what its public key wraps",
+                          f"replace the key named for {sid} in sources.{source.name}.private_keys")
+        usable.append(f"{sid} (RSA {key.key_size})")
+    return Result(OK, name, "can decrypt recordings encrypted for " + ", ".join(usable))
+
+
 def run_checks(settings: Settings, *, timeout: float = 5.0,
                http: requests.Session | None = None) -> Iterator[Result]:
     """Every check, in the order an operator would fix them."""
@@ -238,6 +255,7 @@ def run_checks(settings: Settings, *, timeout: float = 5.0,
         lambda: check_iam(settings, http, timeout),
     ]
     steps += [lambda s=s: check_source(s, settings, http, timeout) for s in settings.sources.values()]
+    steps += [lambda s=s: check_recording_keys(s) for s in settings.sources.values() if s.private_keys]
     if not settings.sources:
         steps.append(lambda: Result(WARN, "sources", "no sources configured: no media can be served",
                                     "set RESOLVER_SOURCES to a sources file (TOML)"))

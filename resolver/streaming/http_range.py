@@ -74,6 +74,14 @@ def part_matches(asked: ByteRange, content_range: str | None, content_length: st
     return first == asked.start and (asked.end is None or last <= asked.end)
 
 
+def content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """(first, last, total or None for `*`) from a `Content-Range: bytes first-last/total`, else None."""
+    m = _CONTENT_RANGE.fullmatch(value or "")
+    if m is None:
+        return None
+    return int(m.group(1)), int(m.group(2)), None if m.group(3) == "*" else int(m.group(3))
+
+
 def entity_length(status: int, content_range: str | None, content_length: str | None) -> int | None:
     """The full size of the entity, if the upstream told us (from Content-Range on 206/416, else Content-Length)."""
     if status == 206:

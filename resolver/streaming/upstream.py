@@ -51,6 +51,7 @@ class Transfer:
     bytes: int = 0
     range: str = ""
     complete: bool = False
+    reason: str = ""  # why a stream that started did not complete, when we know (e.g. tag_mismatch)
     started: float = field(default_factory=time.monotonic)
 
     @property

@@ -43,6 +43,7 @@ ERRORS: dict[str, dict[str, Any]] = {
                   "media no longer at its store; service endpoints when no service key is configured."),
     "405": _error("Another method.", {"Allow": {"schema": {"type": "string"}, "required": True}}),
     "409": _error("The task is closed, changed meanwhile, or its attributes cannot be merged."),
+    "413": _error("The request body is over the endpoint's limit (refused before it is read)."),
     "414": _error("The request line is longer than the server accepts (gunicorn's limit, before the app)."),
     "416": _error("Unsatisfiable range."),
     "429": _error("Rate limited.", {"Retry-After": {"schema": {"type": "string", "pattern": r"^[0-9]+$"},
@@ -228,7 +229,16 @@ def _version() -> str:
 
 
 def document(public_url: str) -> dict[str, Any]:
-    """The whole document; `public_url` (RESOLVER_PUBLIC_URL) is the only server."""
+    """The whole document; `public_url` (RESOLVER_PUBLIC_URL) is the only server. Every operation may answer
+    413: each endpoint has a body limit (policy.BODY_LIMITS), GETs included."""
+    doc = _document(public_url)
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            operation["responses"].setdefault("413", ERRORS["413"])
+    return doc
+
+
+def _document(public_url: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {

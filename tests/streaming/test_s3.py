@@ -95,7 +95,7 @@ def audit(s3_env: dict[str, str]) -> list[dict]:
 
 
 def grants(s3_env: dict[str, str]) -> list[dict]:
-    return [r for r in audit(s3_env) if r.get("event") == "grant"]
+    return [r for r in audit(s3_env) if r.get("event") == "grant" and r.get("outcome") != "started"]
 
 
 def sha(data: bytes) -> str:
