@@ -16,6 +16,7 @@ from ..access.signing import Grant
 from ..errors import NotFound, ResolverError, Unauthenticated, error_response
 from ..services import ctx
 from ..sources import upstream_url
+from ..streaming import relay
 from ..streaming.upstream import Transfer
 
 bp = Blueprint("media", __name__)
@@ -52,7 +53,8 @@ def grant(grant_token: str) -> ResponseReturnValue:
             return redirect(url, code=302)
         filename = posixpath.basename(g_.key) + source.suffix
         resp = c.upstream.response(source, url, method=request.method, client_headers=request.headers,
-                                   filename=filename, transfer=transfer)
+                                   filename=filename, transfer=transfer,
+                                   client=relay.client_of(request.environ))
     except ResolverError as e:
         transfer.status = e.status
         audit("refused", e.code, g_, transfer)
