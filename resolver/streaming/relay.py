@@ -29,6 +29,7 @@ except ImportError:  # not under gunicorn: the WSGI loop only
     GunicornResponse = None
 
 BUF = 1 << 20
+START_BUF = 64 << 10
 ENVIRON_KEY = "resolver.server_response"
 # readinto1 leaves http.client's read buffer empty only when asked for more than twice its size: only then
 # may the TLS fill read the socket directly without skipping bytes that buffer holds.
@@ -100,7 +101,9 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
         raise RuntimeError("send_rest needs a urllib3 response over http.client")
     fp, up_sock = reader
     tls = hasattr(up_sock, "pending")  # stdlib's or gevent's SSLSocket
-    buf = bytearray(min(BUF, remaining))
+    # A slow upstream never fills more than a small buffer, so it gets no more; a read that fills it grows it
+    # once to 1 MiB. 300 listeners then hold 300 x 64 KiB, not 300 x 1 MiB (bytearray zeroes every page).
+    buf = bytearray(min(START_BUF, remaining))
     view = memoryview(buf)
     out, counted = client.sock, client.server_response
     while remaining > 0:
@@ -117,6 +120,9 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
         counted.sent += n
         remaining -= n
         progress(n)
+        if n == len(buf) < BUF and remaining > 0:
+            buf = bytearray(min(BUF, remaining))
+            view = memoryview(buf)
 
 
 def _fill_arrived(sock: Any, view: memoryview) -> int:
