@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +28,9 @@ from . import procs
 from .client import Response, afetch, fetch, load
 from .encrypted import SIZE as ENCRYPTED_SIZE
 from .encrypted import bench_encrypted
+from .report import Report, Row
 from .stack import ROOT, Stack
+from .throughput import bench_throughput
 from .upstream import expected
 
 MiB = 1 << 20
@@ -55,80 +56,8 @@ def client_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-@dataclass
-class Row:
-    """One line of the results table."""
-
-    measure: str
-    baseline: str
-    resolver: str
-    figure: str
-    target: str
-    ok: bool | None  # None: reported, no target
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    details: dict[str, dict] = field(default_factory=dict)
-    ttfb: dict[str, list[list[float]]] = field(default_factory=dict)  # per repetition, for the plot
-
-    def add(self, *args: object) -> None:
-        self.rows.append(Row(*args))  # type: ignore[arg-type]
-
-
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-# -- 1. throughput ---------------------------------------------------------------------------------------
-def bench_throughput(stack: Stack, report: Report, reps: int, size: int = 512 * MiB) -> None:
-    key = f"{size}.mp3"
-    grant = stack.grant("bench", key)
-    direct_url = f"{stack.upstream_url}/media/{key}"
-    relay_url = f"{stack.relay_url}/media/{key}"
-    net_size = 256 * MiB  # the same comparison behind a paced "network link", 256 MiB to keep it short
-    net_grant, net_url = stack.grant("net", f"{net_size}.mp3"), f"{stack.upstream_url}/net/{net_size}.mp3"
-    runs = []
-    for i in range(max(reps, 5)):  # about a second each: cheap to repeat more
-        d = fetch(direct_url)
-        r0 = procs.cpu_seconds(stack.relay_pid)
-        r = fetch(relay_url)
-        r1 = procs.cpu_seconds(stack.relay_pid)
-        c1 = client_cpu()
-        before, up0 = procs.tree_cpu(stack.master), procs.cpu_seconds(stack.upstream_pid)
-        p = fetch(grant)
-        after, up1 = procs.tree_cpu(stack.master), procs.cpu_seconds(stack.upstream_pid)
-        c2 = client_cpu()
-        if {d.received, r.received, p.received} != {size} or p.status != 200:
-            raise SystemExit(f"throughput: short download (direct {d.received}, relay {r.received}, "
-                             f"resolver {p.status} {p.received})")
-        server = sum(procs.cpu_delta(before, after).values())
-        nd, np_ = fetch(net_url), fetch(net_grant)
-        if nd.received != net_size or np_.received != net_size:
-            raise SystemExit("throughput: short download at link speed")
-        runs.append({"net_direct_s": nd.wall, "net_proxied_s": np_.wall, "net_ratio": np_.wall / nd.wall,
-                     "direct_s": d.wall, "relay_s": r.wall, "proxied_s": p.wall, "ratio": p.wall / d.wall,
-                     "relay_ratio": r.wall / d.wall, "over_relay": p.wall / r.wall,
-                     "server_cpu_s_per_gib": server / (size / GiB), "relay_cpu_s_per_gib": (r1 - r0) / (size / GiB),
-                     "upstream_cpu_s": up1 - up0, "client_cpu_s_per_gib": (c2 - c1) / (size / GiB)})
-        say(f"  1. throughput rep {i + 1}: direct {d.wall:.3f}s bare relay {r.wall:.3f}s resolver {p.wall:.3f}s "
-            f"ratio {p.wall / d.wall:.2f} (relay {r.wall / d.wall:.2f}) server CPU {server:.2f}s; "
-            f"at link speed {np_.wall / nd.wall:.2f}")
-    med = {k: median([r[k] for r in runs]) for k in runs[0]}
-    report.details["1. throughput"] = {"size_bytes": size, "runs": runs}
-    rate = size / MiB
-    report.add("1. stream 512 MiB: wall time", f"direct {med['direct_s']:.2f} s ({rate / med['direct_s']:.0f} MiB/s)",
-               f"{med['proxied_s']:.2f} s ({rate / med['proxied_s']:.0f} MiB/s)", f"{med['ratio']:.2f}x direct",
-               "<= 1.15x", med["ratio"] <= 1.15)
-    report.add("1. (floor) bare TCP relay, no HTTP", f"relay {med['relay_s']:.2f} s "
-               f"({med['relay_ratio']:.2f}x direct)", f"{med['over_relay']:.2f}x the relay", "", "", None)
-    link = stack.net_rate / MiB
-    report.add(f"1. (informative) 256 MiB behind a {link:.0f} MiB/s link", f"direct {med['net_direct_s']:.2f} s",
-               f"{med['net_proxied_s']:.2f} s", f"{med['net_ratio']:.2f}x direct", "", None)
-    report.add("1. stream 512 MiB: server CPU", f"relay {med['relay_cpu_s_per_gib']:.2f} s/GiB",
-               f"{med['server_cpu_s_per_gib']:.2f} s/GiB", f"client {med['client_cpu_s_per_gib']:.2f} s/GiB",
-               "<= 0.6 s/GiB", med["server_cpu_s_per_gib"] <= 0.6)
 
 
 # -- 2. memory -------------------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """Start and stop everything a benchmark talks to, all on 127.0.0.1, all state in one temp dir.
 
 - the local upstream (`bench.upstream`, a child process), and a bare TCP relay to it (`bench.relay`),
+- the same upstream over HTTPS (a CA and certificate made with openssl at start), and a bare relay that
+  speaks TLS to it (the HTTPS floor),
+- nginx `proxy_pass` to both upstreams (the peer, `bench.nginx`), unless nginx is not installed,
 - the fake Twilio IAM (`bench.fake_iam`, a child process),
 - the resolver under gunicorn, started from the Procfile's `web:` command line (same config module, same
-  worker class and count) with only HOST/PORT and the settings below in its environment.
+  worker class and count) with only HOST/PORT and the settings below in its environment. Its config module is
+  `bench.gunicorn_trust`: the Procfile's own config plus trust in the bench CA for the HTTPS upstream.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import procs
+from . import nginx, procs
 from .client import fetch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +62,23 @@ def _start_child(argv: list[str], log: Path, env: dict[str, str] | None = None) 
     return proc, int(line.split()[1])
 
 
+def make_cert(tmp: Path) -> tuple[str, str, str]:
+    """A throw-away CA and a certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)  # noqa: S603,S607
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", *ec, "-keyout", "up.key", "-out", "up.csr", "-subj", "/CN=127.0.0.1")
+    (tmp / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                                 "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "up.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "up.pem",
+        "-days", "2", "-extfile", "ext.cnf")
+    return str(tmp / "ca.pem"), str(tmp / "up.pem"), str(tmp / "up.key")
+
+
 class Stack:
     def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, net_rate: int = 200 << 20,
                  keep_tmp: bool = False, recording_bytes: int = 0) -> None:
@@ -88,6 +109,22 @@ class Stack:
         self.children.append(relay)
         self.relay_pid = relay.pid
         self.relay_url = f"http://127.0.0.1:{relay_port}"
+        self.ca, cert, key = make_cert(self.tmp)
+        tls_up, self.tls_port = _start_child([py, "-m", "bench.upstream", "--tls-cert", cert, "--tls-key", key],
+                                             self.tmp / "upstream-tls.log")
+        self.children.append(tls_up)
+        self.tls_upstream_pid = tls_up.pid
+        tls_relay, tls_relay_port = _start_child([py, "-m", "bench.relay", "--to", str(self.tls_port),
+                                                  "--tls-ca", self.ca], self.tmp / "relay-tls.log")
+        self.children.append(tls_relay)
+        self.tls_relay_pid = tls_relay.pid
+        self.tls_relay_url = f"http://127.0.0.1:{tls_relay_port}"
+        nginx_port = free_port()
+        workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+        self.nginx = nginx.start(self.tmp, nginx_port, self.up_port, self.tls_port, self.ca, workers)
+        if self.nginx is not None:
+            self.children.append(self.nginx)
+        self.nginx_url = f"http://127.0.0.1:{nginx_port}" if self.nginx else ""
         tokens_file = self.tmp / "tokens.json"
         tokens_file.write_text(json.dumps(self.tokens))
         auth_token = secrets.token_hex(16)
@@ -105,6 +142,8 @@ class Stack:
             f'[sources.slow]\nkind = "http"\nbase_url = "{self.upstream_url}/slow/"\n'
             'content_types = ["audio/mpeg"]\n\n'
             f'[sources.net]\nkind = "http"\nbase_url = "{self.upstream_url}/net/"\n'
+            'content_types = ["audio/mpeg"]\n\n'
+            f'[sources.tls]\nkind = "http"\nbase_url = "https://127.0.0.1:{self.tls_port}/media/"\n'
             'content_types = ["audio/mpeg"]\n' + recording_source
         )
         self.port = free_port()
@@ -130,8 +169,10 @@ class Stack:
             "RESOLVER_STORE": self.store,
             "RESOLVER_AUDIT_LOG": str(self.tmp / "audit.log"),
             **recording_env,
+            "RESOLVER_BENCH_UPSTREAM_CA": self.ca,
         })
-        self.command = procfile_command()
+        self.command = [a.replace("python:resolver.ops.gunicorn_config", "python:bench.gunicorn_trust")
+                        for a in procfile_command()]
         self.gunicorn = subprocess.Popen(self.command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                          stdout=open(self.tmp / "gunicorn.log", "wb"),  # noqa: SIM115
                                          stderr=subprocess.STDOUT, start_new_session=True)

@@ -11,7 +11,8 @@ Files are not stored: the byte at offset `o` of every file is `PATTERN[o % len(P
 
 It is a thread-per-connection server writing with `socket.send` from one shared buffer: no copy in Python,
 the GIL is released while the kernel copies, and every byte counted was taken by the socket.
-Run it as `python -m bench.upstream --port 0`; it prints `PORT <n>` once listening.
+Run it as `python -m bench.upstream --port 0`; it prints `PORT <n>` once listening. With `--tls-cert` and
+`--tls-key` it speaks HTTPS instead (each connection's handshake in its own thread).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -169,6 +171,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+_plain_setup = Handler.setup
+
+
+def _handshake_then_setup(self: Handler) -> None:
+    self.request.do_handshake()  # in the connection's thread, not the accepting one
+    _plain_setup(self)
+
+
 def serve(port: int, rate: int, net_rate: int) -> ThreadingHTTPServer:
     Handler.rate, Handler.net_rate = rate, net_rate
     ThreadingHTTPServer.request_queue_size = 1024
@@ -182,9 +192,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--rate", type=int, default=64 * 1024, help="bytes/s per connection on /slow/")
     parser.add_argument("--net-rate", type=int, default=200 << 20, help="bytes/s per connection on /net/")
+    parser.add_argument("--tls-cert", default="", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", default="", help="and this key (PEM)")
     args = parser.parse_args()
     server = serve(args.port, args.rate, args.net_rate)
     server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if args.tls_cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        Handler.setup = _handshake_then_setup  # type: ignore[method-assign]
     print(f"PORT {server.server_port}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -18,6 +18,7 @@ from .ops import logs, metrics
 from .services import Context
 from .store import Store, open_store
 from .streaming.encrypted import EncryptedRecordings
+from .streaming.relay import capture_server_response
 from .streaming.upstream import Upstream, new_session
 from .views import api, cors, docs, media, revocations, tasks
 
@@ -55,6 +56,8 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     )
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
+    # Outermost: it notes the server's response object for the streaming relay (streaming/relay.py).
+    app.wsgi_app = capture_server_response(app.wsgi_app)  # type: ignore[method-assign]
     register_errors(app)
     audit_web.init_app(app, audit)
     metrics.instrument(context)

@@ -187,10 +187,14 @@ def process_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT), **extra}
 
 
-def start_gunicorn(env: dict[str, str], tmp_path: Path, name: str = "gunicorn") -> Gunicorn:
-    """Start the service exactly as the Procfile does, on a free loopback port."""
+def start_gunicorn(env: dict[str, str], tmp_path: Path, name: str = "gunicorn", config_module: str = "") -> Gunicorn:
+    """Start the service exactly as the Procfile does, on a free loopback port (`config_module`: another
+    gunicorn config in place of the Procfile's, e.g. bench.gunicorn_trust)."""
     port = free_port()
     procfile = (ROOT / "Procfile").read_text().split(":", 1)[1].strip()
+    if config_module:
+        assert "python:resolver.ops.gunicorn_config" in procfile
+        procfile = procfile.replace("python:resolver.ops.gunicorn_config", f"python:{config_module}")
     full_env = process_env(**{**env, "RESOLVER_PUBLIC_URL": f"http://127.0.0.1:{port}"}, PORT=str(port),
                            HOST="127.0.0.1")
     log_path = tmp_path / f"{name}.log"

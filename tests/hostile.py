@@ -104,7 +104,8 @@ class Upstream:
         self.routes: dict[str, Callable[[socket.socket, Request], None]] = {
             "ok": self.ok, "html": self.html, "fail": self.fail, "stall-headers": self.stall_headers,
             "stall-body": self.stall_body, "reset": self.reset_mid, "short": self.short, "long": self.long,
-            "chunked-abort": self.chunked_abort, "no-length": self.no_length, "redirect": self.redirect,
+            "chunked-abort": self.chunked_abort, "chunked": self.chunked, "no-length": self.no_length,
+            "redirect": self.redirect,
             "ignore-range": self.ignore_range, "wrong-range": self.wrong_range, "drip": self.drip,
             "gone": self.gone, "stall-first": self.stall_first, "huge": self.huge, "multipart": self.multipart,
             "gzip": self.gzip, "header-junk": self.header_junk, "endless": self.endless, "te-and-cl": self.te_and_cl,
@@ -269,6 +270,14 @@ class Upstream:
             conn.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
         conn.shutdown(socket.SHUT_WR)  # no terminating 0-chunk
 
+    def chunked(self, conn: socket.socket, req: Request) -> None:
+        """The whole blob, chunked, with its terminating chunk."""
+        conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Transfer-Encoding": "chunked"}))
+        for i in range(0, len(BLOB), 100_000):
+            piece = BLOB[i:i + 100_000]
+            conn.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        conn.sendall(b"0\r\n\r\n")
+
     def no_length(self, conn: socket.socket, req: Request) -> None:
         """HTTP/1.0 style: no Content-Length, the body ends when the connection closes."""
         conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg"}))
@@ -326,7 +335,8 @@ def make_tls(tmp: str, names: tuple[str, ...] = ("public.example.test", "cdn.exa
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     run("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", f"/CN={names[0]}")
     with open(os.path.join(tmp, "ext.cnf"), "w") as f:
-        f.write("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\nbasicConstraints=CA:FALSE\n"
+        alt = ",".join(f"IP:{n}" if n[:1].isdigit() else f"DNS:{n}" for n in names)
+        f.write("subjectAltName=" + alt + "\nbasicConstraints=CA:FALSE\n"
                 "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
     run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
         "leaf.pem", "-days", "2", "-extfile", "ext.cnf")

@@ -30,7 +30,7 @@ from .. import policy
 from ..config import Settings
 from ..errors import NotFound, RangeNotSatisfiable, UpstreamFailed, UpstreamTimeout
 from ..sources import Source
-from . import redirects, s3
+from . import redirects, relay, s3
 from .guarded_http import blocked, new_guarded_session
 from .http_range import ByteRange, Unsatisfiable, entity_length, parse_range, part_matches
 
@@ -201,8 +201,9 @@ class Upstream:
 
     def response(
         self, source: Source, url: str, *, method: str, client_headers: Mapping[str, str], filename: str,
-        transfer: Transfer,
+        transfer: Transfer, client: relay.Client | None = None,
     ) -> Response:
+        """The response for one grant request; `client` (under gunicorn) lets the body skip the WSGI loop."""
         transfer.range = client_headers.get("Range", "")[:100]
         try:
             asked = parse_range(client_headers.get("Range"))
@@ -228,7 +229,9 @@ class Upstream:
             up.close()
             raise
         limit = _limit(self.settings, source)
-        body = self._body(source, up, first, chunks, transfer, limit)
+        promised = int(headers["Content-Length"]) if "Content-Length" in headers else None
+        body = self._body(source, up, first, chunks, transfer, limit, client if promised is not None else None,
+                          promised or 0)
         # Not direct_passthrough: werkzeug then wraps the body so close() reaches us (and call_on_close runs)
         # when the stream ends or the client goes away.
         resp = Response(body, status=up.status_code, headers=headers, content_type=content_type)
@@ -275,8 +278,11 @@ class Upstream:
 
     def _body(
         self, source: Source, up: requests.Response, first: bytes, chunks: Iterator[bytes], transfer: Transfer,
-        limit: int | None,
+        limit: int | None, client: relay.Client | None = None, promised: int = 0,
     ) -> Iterator[bytes]:
+        """The body after the headers. With a `client` and a promised length it is relayed socket to socket
+        once the first chunk is out (and the headers with it); otherwise, or if the server framed the response
+        itself, it goes chunk by chunk through the WSGI server."""
         sent = len(first)
         try:
             if limit is not None and sent > limit:
@@ -284,6 +290,15 @@ class Upstream:
             transfer.bytes = sent
             if first:
                 yield first
+            if client is not None and sent < promised and client.ready_for(promised, sent):
+
+                def progress(n: int) -> None:
+                    transfer.bytes += n
+
+                relay.send_rest(up.raw, client, promised - sent, progress)
+                sent = transfer.bytes
+                transfer.complete = True
+                return
             for chunk in chunks:
                 sent += len(chunk)
                 if limit is not None and sent > limit:
@@ -294,7 +309,12 @@ class Upstream:
         except StreamAborted:
             log.warning("upstream %s: stream aborted after %d bytes: over the size limit", source.name, sent)
             raise StreamAborted("over the size limit") from None
-        except (Urllib3Error, OSError) as e:
+        except relay.ClientGone as e:
+            # Raised as the server's own write would have raised it: gunicorn then drops the connection
+            # quietly (EPIPE, ECONNRESET), as when a client leaves during the WSGI loop.
+            raise e.error from None
+        except (Urllib3Error, OSError, relay.ShortBody) as e:
+            sent = max(sent, transfer.bytes)
             log.warning("upstream %s: stream aborted after %d bytes: %s", source.name, sent, type(e).__name__)
             raise StreamAborted(type(e).__name__) from None
         finally:

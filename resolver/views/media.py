@@ -14,6 +14,7 @@ from ..access.signing import Grant
 from ..audit.log import AuditLog
 from ..errors import ResolverError, Unauthenticated, error_response
 from ..services import ctx
+from ..streaming import relay
 from ..streaming.upstream import Transfer
 
 bp = Blueprint("media", __name__)
@@ -52,7 +53,7 @@ def grant(grant_token: str) -> ResponseReturnValue:
         if opened.source.private_keys:
             resp = c.recordings.response(opened.source, opened.grant, opened.url, **asked)
         else:
-            resp = c.upstream.response(opened.source, opened.url, **asked)
+            resp = c.upstream.response(opened.source, opened.url, **asked, client=relay.client_of(request.environ))
     except ResolverError as e:
         transfer.status = e.status
         audit("refused", e.code, opened.grant if opened else None, transfer)

@@ -1,0 +1,317 @@
+"""The socket-to-socket body path (resolver/streaming/relay.py): every property of the WSGI stream kept.
+
+Under gunicorn from the Procfile (plain upstream) and under the same config plus one trusted CA (an HTTPS
+upstream with a certificate made here): exact bytes, Range, the access log's byte count, a short upstream
+cutting the connection, a client leaving mid-stream, a chunked upstream taking the WSGI loop, keep-alive after
+a relayed body. In-process, with gunicorn's own Response object on a real socket: only the first chunk goes
+through the WSGI loop, and over TLS the writes are larger than one TLS record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import ssl
+import struct
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+from conftest import KEYS, base_env, start_gunicorn, stop_gunicorn
+from gunicorn.config import Config
+from gunicorn.http.wsgi import Response as GunicornResponse
+from hostile import BLOB, BLOB_SHA, Upstream, make_tls, mint, stream_env
+
+from resolver import config
+from resolver.access.signing import Signer
+from resolver.sources import Source
+from resolver.streaming import relay
+from resolver.streaming.upstream import StreamAborted, Transfer, new_session
+from resolver.streaming.upstream import Upstream as Streamer
+
+SIZE = len(BLOB)
+TLS_RECORD = 16 * 1024
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """(CA file, an HTTPS hostile upstream on 127.0.0.1 with a certificate naming that address)."""
+    ca, cert, key = make_tls(str(tmp_path_factory.mktemp("relay-tls")), names=("127.0.0.1",))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server = Upstream(tls=ctx)
+    yield ca, server
+    server.close()
+
+
+def _start(tmp, twilio, storage, upstream_url: str, config_module: str = "", **extra: str):
+    env = {**stream_env(tmp, base_env(tmp, twilio, storage), upstream_url), "WEB_CONCURRENCY": "1", **extra}
+    srv = start_gunicorn(env, tmp, name="relay", config_module=config_module)
+    srv.audit_path = Path(env["RESOLVER_AUDIT_LOG"])  # type: ignore[attr-defined]
+    return srv
+
+
+@pytest.fixture(scope="module", params=["http", "https"])
+def server(request, tmp_path_factory, twilio, storage, hostile, tls):
+    tmp = tmp_path_factory.mktemp(f"relay-{request.param}")
+    if request.param == "http":
+        srv = _start(tmp, twilio, storage, hostile.url)
+    else:  # the Procfile's config plus the test CA (bench/gunicorn_trust.py)
+        ca, upstream = tls
+        srv = _start(tmp, twilio, storage, upstream.url, config_module="bench.gunicorn_trust",
+                     RESOLVER_BENCH_UPSTREAM_CA=ca)
+    yield srv
+    stop_gunicorn(srv)
+
+
+@pytest.fixture(scope="module")
+def grant(server):
+    signer = Signer(KEYS)
+    return lambda key, source="hostile": server.url + mint(signer, source, key)
+
+
+def access_bytes(server, since: int) -> list[tuple[int, int]]:
+    """(status, %(B)s) of each /m/ access-log line written after byte offset `since` of the log."""
+    deadline = time.monotonic() + 5
+    while True:
+        text = server.log()[since:]
+        found = [(int(s), int(b)) for s, b in re.findall(r'"GET /m/<grant_token>" (\d{3}) (\d+) ', text)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def audit_records(server, key: str, n: int = 1, timeout: float = 10) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = server.audit_path.read_text().splitlines() if server.audit_path.exists() else []
+        found = [r for r in map(json.loads, lines) if r.get("event") == "grant" and r.get("key") == key
+                 and r.get("outcome") != "started"]  # the records a stream ends with
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_full_body_exact_bytes_and_access_log_count(server, grant):
+    mark = len(server.log())
+    resp = requests.get(grant("ok/full.mp3"), timeout=20)
+    assert resp.status_code == 200 and len(resp.content) == SIZE
+    assert hashlib.sha256(resp.content).hexdigest() == BLOB_SHA
+    assert access_bytes(server, mark) == [(200, SIZE)]
+    record = audit_records(server, "ok/full.mp3")[-1]
+    assert record["complete"] is True and record["bytes"] == SIZE and record["status"] == 200
+
+
+def test_range_is_exact_and_counted(server, grant):
+    mark = len(server.log())
+    start, end = 1000, 2_500_000  # spans several 1 MiB reads, ends mid-buffer
+    resp = requests.get(grant("ok/range.mp3"), headers={"Range": f"bytes={start}-{end}"}, timeout=20)
+    assert resp.status_code == 206 and resp.headers["Content-Range"] == f"bytes {start}-{end}/{SIZE}"
+    assert resp.content == BLOB[start:end + 1]
+    assert access_bytes(server, mark) == [(206, end - start + 1)]
+
+
+def test_keep_alive_after_relayed_bodies(server, grant):
+    """Stopping exactly at Content-Length leaves the connection usable: the next response parses cleanly."""
+    with requests.Session() as s:
+        a = s.get(grant("ok/a.mp3"), timeout=20)
+        b = s.get(grant("ok/b.mp3"), headers={"Range": "bytes=5-1500004"}, timeout=20)
+    assert a.content == BLOB and b.status_code == 206 and b.content == BLOB[5:1500005]
+
+
+def raw_get(url: str, timeout: float = 20) -> tuple[int, dict, bytes]:
+    """GET over a bare socket until the server closes: exactly what reached the wire."""
+    hostport, path = url.split("://", 1)[1].split("/", 1)
+    host, port = hostport.split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            try:
+                got = sock.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not got:
+                break
+            data += got
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_a_short_upstream_body_cuts_the_connection_and_is_audited_incomplete(server, grant):
+    status, headers, body = raw_get(grant("short/s.mp3"))
+    assert status == 200 and headers["content-length"] == str(SIZE)
+    assert len(body) < SIZE and body == BLOB[:len(body)]  # what came is right, and it is visibly cut
+    record = audit_records(server, "short/s.mp3")[-1]
+    assert record["complete"] is False and 0 < record["bytes"] <= 1024 * 1024
+
+
+def test_a_client_leaving_mid_stream_is_audited_and_the_worker_carries_on(server, grant):
+    url = grant("huge/leave.mp3")
+    want = 64 * 1024 * 1024  # far more than the client takes
+    mark = len(server.log())
+    hostport, path = url.split("://", 1)[1].split("/", 1)
+    host, port = hostport.split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nRange: bytes=0-{want - 1}\r\n\r\n".encode())
+        got = 0
+        while got < 4 * 1024 * 1024:
+            got += len(sock.recv(1 << 20))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    record = audit_records(server, "huge/leave.mp3")[-1]
+    assert record["complete"] is False and got - 2 * 1024 * 1024 < record["bytes"] < want
+    assert "Traceback" not in server.log()[mark:]  # gunicorn drops it quietly, as a failed write of its own
+    assert requests.get(grant("ok/after.mp3"), headers={"Range": "bytes=0-9"}, timeout=10).content == BLOB[:10]
+
+
+def test_a_chunked_upstream_takes_the_wsgi_loop_and_ends_with_its_terminator(server, grant):
+    mark = len(server.log())
+    status, headers, body = raw_get(grant("chunked/c.mp3"))
+    assert status == 200 and headers.get("transfer-encoding") == "chunked" and "content-length" not in headers
+    payload, pos = b"", 0
+    while True:
+        end = body.index(b"\r\n", pos)
+        n = int(body[pos:end], 16)
+        if n == 0:
+            break
+        payload += body[end + 2:end + 2 + n]
+        pos = end + 2 + n + 2
+    assert payload == BLOB
+    assert access_bytes(server, mark)[0][0] == 200
+    assert audit_records(server, "chunked/c.mp3")[-1]["complete"] is True
+
+
+# -- in-process: gunicorn's Response object on a real socket, driven as gunicorn's worker drives it ---------
+def serve_once(streamer: Streamer, source: Source, url: str, headers: dict, transfer: Transfer,
+               out: socket.socket, recorded: list[int] | None = None) -> tuple[int, GunicornResponse]:
+    """gunicorn's handle_request in miniature: start_response, write each item, close. Returns (items, resp)."""
+
+    class Recording:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def sendall(self, data: bytes | memoryview) -> None:
+            if recorded is not None:
+                recorded.append(len(data))
+            self.sock.sendall(data)
+
+    req = SimpleNamespace(version=(1, 1), method="GET", should_close=lambda: False)
+    sock = Recording(out)
+    server_resp = GunicornResponse(req, sock, Config())
+    client = relay.Client(sock, server_resp)
+    resp = streamer.response(source, url, method="GET", client_headers=headers, filename="x.mp3",
+                             transfer=transfer, client=client)
+    items = 0
+    try:
+        server_resp.start_response(resp.status, list(resp.headers.items()))
+        for item in resp.response:
+            items += 1
+            server_resp.write(item)
+        server_resp.close()
+    finally:
+        resp.close()
+    return items, server_resp
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while got := sock.recv(1 << 20):
+        data += got
+    return data
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_only_the_first_chunk_goes_through_wsgi_and_tls_writes_span_records(scheme, env, hostile, tls):
+    ca, tls_upstream = tls
+    base = hostile.url if scheme == "http" else tls_upstream.url
+    source = Source(name="s", kind="http", base_url=base + "/", content_types=("audio/mpeg",))
+    session = new_session()
+    session.verify = ca
+    streamer = Streamer(config.from_env(env), session)
+    client_end, our_end = socket.socketpair()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(read_all(client_end)))
+    reader.start()
+    transfer, writes = Transfer(), []
+    try:
+        items, server_resp = serve_once(streamer, source, base + "/ok/inproc.mp3", {}, transfer, our_end, writes)
+    finally:
+        our_end.shutdown(socket.SHUT_WR)
+        reader.join(20)
+        our_end.close()
+        client_end.close()
+        session.close()
+        streamer.close()
+    body = got[0].partition(b"\r\n\r\n")[2]
+    assert body == BLOB and transfer.complete and transfer.bytes == SIZE
+    assert items == 1  # the first chunk; the relay wrote the rest itself
+    assert server_resp.sent == SIZE  # and counted it where the access log reads it
+    body_writes = writes[2:]  # headers, then the first chunk, then the relay's writes
+    assert max(body_writes) <= relay.BUF
+    if scheme == "https":
+        assert max(body_writes) > TLS_RECORD, "the TLS fill never put more than one record in a write"
+
+
+def test_a_short_body_raises_for_the_server_to_cut(env, hostile):
+    source = Source(name="s", kind="http", base_url=hostile.url + "/", content_types=("audio/mpeg",))
+    session = new_session()
+    streamer = Streamer(config.from_env(env), session)
+    client_end, our_end = socket.socketpair()
+    client_end.setblocking(False)
+    transfer = Transfer()
+    try:
+        with pytest.raises(StreamAborted):
+            # 1 MiB arrives; the socketpair's buffer may fill, so drain it from a thread
+            stop = threading.Event()
+
+            def drain() -> None:
+                while not stop.is_set():
+                    try:
+                        client_end.recv(1 << 20)
+                    except BlockingIOError:
+                        time.sleep(0.001)
+                    except OSError:
+                        return
+
+            t = threading.Thread(target=drain)
+            t.start()
+            try:
+                serve_once(streamer, source, hostile.url + "/short/inproc.mp3", {}, transfer, our_end)
+            finally:
+                stop.set()
+                t.join()
+    finally:
+        our_end.close()
+        client_end.close()
+        session.close()
+        streamer.close()
+    assert not transfer.complete and 0 < transfer.bytes <= 1024 * 1024
+
+
+def test_capture_notes_gunicorns_response_only():
+    seen = {}
+
+    def app(environ, start_response):
+        seen["client"] = relay.client_of(environ)
+        return []
+
+    wrapped = relay.capture_server_response(app)
+    sock = object()
+    server_resp = GunicornResponse(SimpleNamespace(version=(1, 1), method="GET", should_close=lambda: False),
+                                   sock, Config())
+    wrapped({"gunicorn.socket": sock}, server_resp.start_response)
+    assert seen["client"] is not None and seen["client"].sock is sock
+    assert seen["client"].server_response is server_resp
+    wrapped({"gunicorn.socket": sock}, lambda status, headers: None)  # any other server: the WSGI loop
+    assert seen["client"] is None
+    other = GunicornResponse(SimpleNamespace(version=(1, 1), method="GET", should_close=lambda: False),
+                             object(), Config())
+    wrapped({"gunicorn.socket": sock}, other.start_response)  # a response on another socket
+    assert seen["client"] is None
