@@ -10,6 +10,8 @@ The task's attributes belong to Flex and to other integrations; we own only the 
 * Flex's rules: a `Raw` entry is never first, `Embedded` is refused (by `links.build_entry`), and because a
   `media` list hides Flex's default recording and transcript, `keep_defaults` lists them explicitly, with
   the recording routed through the resolver.
+* TaskRouter holds at most 4096 characters of attributes: an attach that would exceed them is refused
+  (`409 attributes_too_large`) before anything is written, never truncated.
 Twilio 5xx/429 and network errors are retried with backoff; a conditional write makes retrying a POST safe.
 """
 
@@ -28,6 +30,7 @@ from ..sources import Source
 from .attributes import (
     RECORDING_IN_URL,
     call_sids,
+    check_size,
     conversations,
     flex_order,
     iso_time,
@@ -79,9 +82,10 @@ class Attacher:
             if not added:
                 return AttachResult(task_sid, media, attempts=attempt)
             merged = flex_order(merged)
+            new_attributes = check_size(with_media(attrs, merged))  # refused before writing, dry run too
             if dry_run:
                 return AttachResult(task_sid, merged, added, attempts=attempt)
-            if self.rest.write_attributes(task, with_media(attrs, merged)):
+            if self.rest.write_attributes(task, new_attributes):
                 return AttachResult(task_sid, merged, added, written=True, attempts=attempt)
         raise TaskConflict()
 

@@ -11,8 +11,11 @@ from email.utils import parsedate_to_datetime
 
 from ..errors import BadRequest
 from ..twilio_ids import CALL_SID, CONFERENCE_SID, CONVERSATION_SID, RECORDING_SID
-from .errors import AttributesUnparseable
+from .errors import AttributesTooLarge, AttributesUnparseable
 
+# TaskRouter's resource configuration limit on a Task's Attributes, whitespace included (its limits page).
+# with_media writes ASCII only (json.dumps escapes the rest), so characters and bytes agree however counted.
+ATTRIBUTES_LIMIT = 4096
 RECORDING_IN_URL = re.compile(rf"/Recordings/({RECORDING_SID.pattern})")
 CALL_KEYS = ("call_sid", "callSid")
 TRANSCRIPT_KEYS = ("conversationSid", "conversation_sid", "channelSid", "channel_sid")
@@ -68,6 +71,13 @@ def with_media(attrs: dict, media: list[dict]) -> str:
     updated = dict(attrs)
     updated["conversations"] = {**conversations(attrs), "media": media}  # type: ignore[dict-item]
     return json.dumps(updated, separators=(",", ":"))
+
+
+def check_size(attributes: str, limit: int = ATTRIBUTES_LIMIT) -> str:
+    """The attributes, if TaskRouter will hold them; AttributesTooLarge (nothing is cut) if not."""
+    if len(attributes) > limit:
+        raise AttributesTooLarge.sized(len(attributes), limit)
+    return attributes
 
 
 def flex_order(media: list[dict]) -> list[dict]:

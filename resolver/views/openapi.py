@@ -43,7 +43,9 @@ ERRORS: dict[str, dict[str, Any]] = {
     "404": _error("A link that does not verify or names an unknown source (the same answer for both); "
                   "media no longer at its store; service endpoints when no service key is configured."),
     "405": _error("Another method.", {"Allow": {"schema": {"type": "string"}, "required": True}}),
-    "409": _error("The task is closed, changed meanwhile, or its attributes cannot be merged."),
+    "409": _error("The task is closed (task_closed), changed meanwhile (task_conflict), its attributes cannot be "
+                  "merged (attributes_unparseable) or would exceed TaskRouter's 4096 characters "
+                  "(attributes_too_large; nothing is written, never truncated)."),
     "414": _error("The request line is longer than the server accepts (gunicorn's limit, before the app)."),
     "416": _error("Unsatisfiable range."),
     "429": _error("Rate limited.", {"Retry-After": {"schema": {"type": "string", "pattern": r"^[0-9]+$"},
