@@ -5,7 +5,7 @@ audits it, `errors` says what went wrong, `signature` checks X-Twilio-Signature 
 """
 
 from .attach import CONFLICT_ATTEMPTS, Attacher, AttachResult, attach_audited
-from .attributes import ATTRIBUTES_LIMIT, call_sids, iso_time, parse_attributes, transcript_sid, with_media
+from .attributes import ATTRIBUTES_LIMIT, call_sids, epoch_ms, parse_attributes, transcript_sid, with_media
 from .errors import (
     AttributesTooLarge,
     AttributesUnparseable,
@@ -24,6 +24,6 @@ __all__ = [
     "ATTRIBUTES_LIMIT", "AttributesTooLarge", "BACKOFF", "CONFLICT_ATTEMPTS",
     "AttachResult", "Attacher", "AttributesUnparseable", "NoRecordingSource",
     "Task", "TaskClosed", "TaskConflict", "TaskNotFound", "TwilioAuthFailed", "TwilioRefused", "TwilioRest",
-    "TwilioTimeout", "TwilioUnavailable", "attach_audited", "call_sids", "check_workspace_sid", "iso_time",
+    "TwilioTimeout", "TwilioUnavailable", "attach_audited", "call_sids", "check_workspace_sid", "epoch_ms",
     "parse_attributes", "transcript_sid", "with_media",
 ]

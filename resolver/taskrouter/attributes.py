@@ -6,7 +6,6 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from ..errors import BadRequest
@@ -116,14 +115,14 @@ def transcript_sid(attrs: Mapping) -> str | None:
     return None
 
 
-def iso_time(value: object) -> str:
-    """Twilio's REST dates (RFC 2822) as the ISO 8601 UTC form Insights expects; '' when unknown."""
+def epoch_ms(value: object) -> int | None:
+    """Twilio's REST dates (RFC 2822) as what Insights reads for start_time: milliseconds since the epoch."""
     if not isinstance(value, str) or not value:
-        return ""
+        return None
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError):
-        return ""
+        return None
     if parsed.tzinfo is None:
-        return ""
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return None
+    return int(parsed.timestamp() * 1000)
