@@ -124,13 +124,13 @@ class FakeTaskRouter:
                         self.after_read.pop(0)(found)
                         found.version += 1
                     return resp
-                record = {"task": wt, "if_match": request.headers.get("If-Match"),
-                          "attributes": request.form.get("Attributes")}
+                attributes = request.form.get("Attributes")
+                record: dict = {"task": wt, "if_match": request.headers.get("If-Match"), "attributes": attributes}
                 self.writes.append(record)
                 if found.assignment_status in ("completed", "canceled") and self.refuse_closed_writes:
                     record["status"] = 400
                     return self._error(400, 20001, "Task is not in a state that allows updates")
-                if record["attributes"] is not None and len(record["attributes"]) > self.attributes_limit:
+                if attributes is not None and len(attributes) > self.attributes_limit:
                     record["status"] = 400
                     return self._error(400, OVERSIZE_CODE, OVERSIZE_MESSAGE.format(limit=self.attributes_limit))
                 if record["if_match"] is not None and record["if_match"] != found.etag:
