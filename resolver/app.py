@@ -73,7 +73,8 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
 
 def _csp(resp: Response) -> str:
     if resp.mimetype == "text/html":
-        return policy.PAGE_CSP if request.endpoint == "static" else policy.ERROR_PAGE_CSP
+        # the /d/ page runs our player script (same policy as the player page); other HTML is an error page
+        return policy.PAGE_CSP if request.endpoint in ("static", "media.drilldown") else policy.ERROR_PAGE_CSP
     return policy.MEDIA_CSP if request.endpoint == "media.grant" else policy.DEFAULT_CSP
 
 

@@ -28,7 +28,7 @@ class Settings:
     sources: Mapping[str, Source]
     account_sid: str
     twilio_auth: tuple[str, str] = field(repr=False)  # (username, password) for Twilio's REST APIs
-    auth_token: str | None = field(repr=False)  # only the account auth token can check X-Twilio-Signature
+    auth_token: str | None = field(repr=False)  # checks X-Twilio-Signature when no shared key is named
     iam_url: str = "https://iam.twilio.com"
     api_url: str = "https://api.twilio.com"
     taskrouter_url: str = "https://taskrouter.twilio.com"
@@ -48,6 +48,8 @@ class Settings:
     max_media_bytes: int | None = None
     trusted_proxies: int = 0  # RESOLVER_TRUSTED_PROXIES: how many proxies' X-Forwarded-For to believe
     metrics_token: str | None = field(default=None, repr=False)  # RESOLVER_METRICS_TOKEN; unset: no /metrics
+    # TWILIO_WEBHOOK_SHARED_KEYS: key id -> secret, for webhooks Twilio signs with shared keys
+    webhook_shared_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -126,6 +128,22 @@ def _origins(env: Mapping[str, str]) -> frozenset[str]:
     return frozenset(origins)
 
 
+SHARED_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+MIN_SHARED_SECRET = 16
+
+
+def _shared_keys(env: Mapping[str, str]) -> dict[str, str]:
+    """TWILIO_WEBHOOK_SHARED_KEYS: comma-separated `<key id>:<secret>`."""
+    keys: dict[str, str] = {}
+    for item in _csv(env.get("TWILIO_WEBHOOK_SHARED_KEYS", "")):
+        key_id, _, secret = item.partition(":")
+        if not SHARED_KEY_ID.fullmatch(key_id) or len(secret) < MIN_SHARED_SECRET or key_id in keys:
+            raise ConfigError("TWILIO_WEBHOOK_SHARED_KEYS must list distinct <key id>:<secret> pairs, each secret "
+                              f"at least {MIN_SHARED_SECRET} characters")
+        keys[key_id] = secret
+    return keys
+
+
 def _twilio_auth(env: Mapping[str, str], account_sid: str) -> tuple[tuple[str, str], str | None]:
     token = env.get("TWILIO_AUTH_TOKEN", "").strip() or None
     key, secret = env.get("TWILIO_API_KEY", "").strip(), env.get("TWILIO_API_SECRET", "").strip()
@@ -194,6 +212,7 @@ def from_env(env: Mapping[str, str] | None = None, *, instance_path: str | None 
         audit_log=env.get("RESOLVER_AUDIT_LOG", "").strip() or "-",
         trusted_proxies=_count(env, "RESOLVER_TRUSTED_PROXIES"),
         metrics_token=_metrics_token(env),
+        webhook_shared_keys=_shared_keys(env),
         **_upstream_limits(env),
     )
 

@@ -7,6 +7,11 @@
 // grant when one expires during a long playback), transcripts as text, and `redirect` grants by plain
 // navigation. Every other URL goes to Flex's own handler. No build step, no dependencies.
 //
+// Flex also opens some entries itself, without this action: its Referenced panel calls window.open on the
+// entry's `/d/` URL. That page (the resolver's, at the resolver's origin) asks this tab for a grant with
+// `fmr:open`; the handler answers windows this tab opened only, and only ever posts to the resolver's
+// origin, so the token stays here (README, "The postMessage protocol").
+//
 //   import { installDrilldownHandler } from "https://media.example.com/static/flex-drilldown.js";
 //   installDrilldownHandler({ Actions: flex.Actions, manager, resolverUrl: "https://media.example.com" });
 
@@ -164,15 +169,47 @@ export function installDrilldownHandler({
   }
 
   function grantMessage(grant) {
-    return { type: "fmr:grant", url: grant.url, mediaType: grant.type, title: grant.title || "", expiresAt: grant.expires_at };
+    return {
+      type: "fmr:grant", url: grant.url, mode: grant.mode, mediaType: grant.type, title: grant.title || "",
+      expiresAt: grant.expires_at,
+    };
+  }
+
+  /** True when `source` is a window this Flex tab opened (its `opener` is readable cross-origin). */
+  function openedByUs(source) {
+    try {
+      return Boolean(source) && source.opener === win;
+    } catch {
+      return false;
+    }
+  }
+
+  // A /d/ page that Flex itself opened with window.open (the Referenced panel) asks for its grant.
+  async function onOpenRequest(event) {
+    const link = event.data?.url;
+    if (!within(link, base, "/d/") || !openedByUs(event.source)) return;
+    const entry = { link, grant: null };
+    players.set(event.source, entry);
+    post(event.source, { type: "fmr:pending" });
+    try {
+      entry.grant = await resolve(link);
+      post(event.source, grantMessage(entry.grant));
+    } catch (err) {
+      post(event.source, { type: "fmr:error", message: err instanceof DrilldownError ? err.message : MESSAGES.unreachable });
+    }
   }
 
   async function onMessage(event) {
     for (const [player] of players) if (player.closed) players.delete(player);
+    if (event.origin !== base.origin) return; // only the resolver's own pages talk to us
+    if (event.data?.type === "fmr:open") {
+      await onOpenRequest(event);
+      return;
+    }
     const entry = players.get(event.source);
-    if (!entry || event.origin !== base.origin) return; // not one of our player windows
+    if (!entry) return; // not one of our player windows
     const kind = event.data?.type;
-    if (kind === "fmr:ready") {
+    if (kind === "fmr:ready" && entry.grant) {
       post(event.source, grantMessage(entry.grant));
     } else if (kind === "fmr:refresh") {
       try {

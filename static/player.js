@@ -1,22 +1,53 @@
-// The resolver's media page. Flex's drilldown handler (flex-drilldown.js) opens it and hands it a grant
-// through postMessage, so no grant ever sits in this page's URL or history. Audio and video play in the
-// browser's own player; when a grant expires during a long playback the page asks the handler (which holds
-// the Flex token; this page never does) for a fresh one and resumes where the user was. Transcripts are
-// shown as text. Messages are accepted only from the window that opened us, from the exact origin it
-// named, and only grant URLs on this origin.
+// The resolver's media page, in two modes, one protocol (README, "The postMessage protocol").
+//
+// Player mode (/static/player.html#origin=<Flex origin>): Flex's drilldown handler (flex-drilldown.js) opened
+// it and hands it a grant through postMessage, so no grant ever sits in this page's URL or history.
+//
+// Drilldown mode (/d/<link>, the 401 page with a #fmr-drilldown config): Flex opened the link itself with
+// window.open (its Referenced panel does). The page asks its opener for a grant with `fmr:open`, posted
+// only to the exact origins of RESOLVER_CORS_ORIGINS (postMessage drops it for any other origin); the
+// handler in the Flex tab resolves it with the user's token and answers. Without an opener, or without an
+// answer within OPENER_TIMEOUT_MS, the page stays the 401 page it was served as.
+//
+// Either way: audio and video play in the browser's own player; when a grant expires during a long playback
+// the page asks the handler (which holds the Flex token; this page never does) for a fresh one and resumes
+// where the user was. Transcripts are shown as text; a redirect grant is followed after cutting `opener`.
+// Messages are accepted only from the window that opened us, from the exact origin named, and only grant
+// URLs on this origin.
 
 const MAX_REFRESHES = 2; // in a row without any successful load: a broken file, not an expired grant
 
-const params = new URLSearchParams(location.hash.slice(1));
-const flexOrigin = exactOrigin(params.get("origin"));
-const prefix = location.pathname.replace(/\/static\/player\.html$/, "");
+const OPENER_TIMEOUT_MS = 3000; // for the handler's first answer (fmr:pending comes at once)
+const RESOLVE_TIMEOUT_MS = 20000; // for the grant itself, after fmr:pending (Twilio may be slow)
+
 const $ = (id) => document.getElementById(id);
+const drilldownConfig = readDrilldownConfig();
+const params = new URLSearchParams(location.hash.slice(1));
+// Player mode names the Flex origin; drilldown mode learns it from the first answer among the allowed ones.
+let flexOrigin = drilldownConfig ? "" : exactOrigin(params.get("origin"));
+const allowedOrigins = drilldownConfig ? drilldownConfig.origins.map(exactOrigin).filter(Boolean) : [flexOrigin];
+const prefix = drilldownConfig
+  ? location.pathname.replace(/\/d\/[^/]*$/, "")
+  : location.pathname.replace(/\/static\/player\.html$/, "");
+let openerTimer = null;
+let served401 = null; // the 401 page's own title and text, restored when Flex does not answer
 
 let media = null; // the <audio>/<video> once known
 let lastTime = 0;
 let wantPlaying = false;
 let refreshing = false;
 let failures = 0;
+
+function readDrilldownConfig() {
+  const node = document.getElementById("fmr-drilldown");
+  if (!node) return null;
+  try {
+    const config = JSON.parse(node.textContent);
+    return Array.isArray(config?.origins) ? config : null;
+  } catch {
+    return null;
+  }
+}
 
 function exactOrigin(value) {
   try {
@@ -42,7 +73,44 @@ function say(text, error = false) {
 }
 
 function toFlex(message) {
-  window.opener.postMessage(message, flexOrigin);
+  if (window.opener && flexOrigin) window.opener.postMessage(message, flexOrigin);
+}
+
+function back401() {
+  if (!served401) return;
+  document.title = served401.title;
+  $("title").textContent = served401.title;
+  say(served401.status, true);
+}
+
+function waitForFlex(ms) {
+  clearTimeout(openerTimer);
+  openerTimer = setTimeout(back401, ms);
+}
+
+function askOpener() {
+  served401 = { title: document.title, status: $("status").textContent };
+  const link = `${location.origin}${location.pathname}`; // this page's own URL: the drilldown link
+  $("title").textContent = "Opening media…";
+  say("Asking Flex for access to this media…");
+  for (const origin of allowedOrigins) {
+    try {
+      window.opener.postMessage({ type: "fmr:open", url: link }, origin); // dropped unless opener is at origin
+    } catch {
+      // an opener that is gone or closing: the timer restores the 401 page
+    }
+  }
+  waitForFlex(OPENER_TIMEOUT_MS);
+}
+
+function followRedirect(url) {
+  try {
+    window.opener = null; // the external system gets no handle on the Flex tab
+  } catch {
+    // nothing to cut
+  }
+  say("Opening the external system…");
+  location.replace(url);
 }
 
 function askForFreshGrant() {
@@ -163,6 +231,12 @@ async function firstGrant(message) {
 }
 
 async function onGrant(message) {
+  clearTimeout(openerTimer);
+  if (message.mode === "redirect") {
+    followRedirect(message.url);
+    return;
+  }
+  $("code")?.remove();
   document.title = message.title || "Media";
   $("title").textContent = message.title || "Media";
   refreshing = false;
@@ -178,17 +252,26 @@ async function onGrant(message) {
 }
 
 window.addEventListener("message", (event) => {
-  if (event.source !== window.opener || event.origin !== flexOrigin) return;
+  if (!window.opener || event.source !== window.opener) return;
+  if (flexOrigin ? event.origin !== flexOrigin : !allowedOrigins.includes(event.origin)) return;
+  flexOrigin = event.origin; // drilldown mode: from now on, only this origin
   const message = event.data || {};
-  if (message.type === "fmr:grant" && isGrantUrl(message.url)) {
+  if (message.type === "fmr:pending") {
+    waitForFlex(RESOLVE_TIMEOUT_MS);
+  } else if (message.type === "fmr:grant" && isGrantUrl(message.url)) {
     onGrant(message);
   } else if (message.type === "fmr:error") {
+    clearTimeout(openerTimer);
     refreshing = false;
-    say(String(message.message || "Flex could not renew access to this media."), true);
+    if (!media) $("title").textContent = "This media could not be opened";
+    say(String(message.message || "Flex could not renew access to this media.").slice(0, 300), true);
   }
 });
 
-if (!window.opener || !flexOrigin) {
+if (drilldownConfig) {
+  // No opener (opened outside Flex, or with noopener) or no allowed origin: the 401 page stays as served.
+  if (window.opener && allowedOrigins.length) askOpener();
+} else if (!window.opener || !flexOrigin) {
   $("title").textContent = "Open this media from Flex";
   say("This page plays media handed over by Flex Insights. Open the conversation in Flex and click the media there.", true);
 } else {

@@ -67,7 +67,7 @@ def flex(browser: sync_api.Browser, demo: Demo) -> Iterator[sync_api.Page]:
 
 def _open(page: sync_api.Page, button: str) -> sync_api.Page:
     with page.expect_popup() as popup:
-        page.get_by_role("button", name=button).click()
+        page.get_by_role("button", name=button, exact=True).click()
     opened = popup.value
     opened.wait_for_load_state()
     return opened

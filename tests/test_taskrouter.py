@@ -278,7 +278,7 @@ def test_keep_defaults_lists_the_recording_and_transcript_flex_showed(tr_fake, a
     assert [e["type"] for e in media] == ["VoiceRecording", "ChatTranscript", "Referenced"]
     assert link_of(media[0], tr_settings) == ("recordings", RE1)
     assert media[0]["channels"] == ["customer", "others"]
-    assert media[0]["start_time"] == "2026-03-10T10:00:00Z"
+    assert media[0]["start_time"] == 1773136800000  # 2026-03-10T10:00:00Z in milliseconds, as Insights reads it
     assert media[1] == {"type": "ChatTranscript", "sid": CH1}
 
 
@@ -290,7 +290,8 @@ def test_keep_defaults_finds_recordings_of_the_conference_and_its_calls(tr_fake,
     attacher.attach(WS, WT, keep_defaults=True)
     media = attrs_of(task)["conversations"]["media"]
     assert [link_of(e, tr_settings)[1] for e in media] == [RE1, RE2]
-    assert [e["title"] for e in media] == ["Call recording 1", "Call recording 2"]
+    assert [e["title"] for e in media] == ["Call recording 1 of 2", "Call recording 2 of 2"]
+    assert [e["type"] for e in media] == ["VoiceRecording", "Referenced"]  # Insights plays only the first
     assert attacher.attach(WS, WT, keep_defaults=True).written is False
 
 
@@ -434,13 +435,14 @@ def test_error_messages_hold_no_secret(tr_fake, attacher, tr_settings):
 # ---- small pure functions ----
 
 @pytest.mark.parametrize("value, expected", [
-    ("Tue, 10 Mar 2026 10:00:00 +0000", "2026-03-10T10:00:00Z"),
-    ("Tue, 10 Mar 2026 12:00:00 +0200", "2026-03-10T10:00:00Z"),
-    ("yesterday", ""),
-    (None, ""),
+    ("Tue, 10 Mar 2026 10:00:00 +0000", 1773136800000),
+    ("Tue, 10 Mar 2026 12:00:00 +0200", 1773136800000),
+    ("Tue, 10 Mar 2026 10:00:00", None),  # no offset: unknown, not guessed
+    ("yesterday", None),
+    (None, None),
 ])
-def test_iso_time(value, expected):
-    assert tr.iso_time(value) == expected
+def test_epoch_ms(value, expected):
+    assert tr.epoch_ms(value) == expected
 
 
 def test_call_sids_from_flex_voice_attributes():

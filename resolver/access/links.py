@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from ..audit.log import AuditLog
@@ -33,6 +34,7 @@ def link_token_in(url: object, *, public_url: str | None, kinds: tuple[str, ...]
     else:
         token = next((url[len(p):] for p in (f"{public_url}/{k}/" for k in kinds) if url.startswith(p)), "")
     return token if token and "/" not in token else None
+MAX_EPOCH_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class MediaSpec:
     title: str = ""
     channels: int | None = None
     sid: str = ""  # ChatTranscript only
-    start_time: str = ""
+    start_time: int | None = None  # milliseconds since the epoch, as Insights reads it
 
     @classmethod
     def parse(cls, raw: object) -> MediaSpec:
@@ -57,13 +59,32 @@ class MediaSpec:
         values = {k: raw[k] for k in allowed if k in raw}
         if "type" not in values:
             raise BadRequest("Each media entry needs a 'type'.", code="bad_media")
-        for name in ("type", "source", "key", "title", "sid", "start_time"):
+        for name in ("type", "source", "key", "title", "sid"):
             if name in values and not isinstance(values[name], str):
                 raise BadRequest(f"The media field '{name}' must be a string.", code="bad_media")
         channels = values.get("channels")
         if channels is not None and channels not in (1, 2):
             raise BadRequest("channels must be 1 or 2.", code="bad_media")
+        if "start_time" in values:
+            values["start_time"] = start_time_ms(values["start_time"])
         return cls(**values)
+
+
+def start_time_ms(value: object) -> int | None:
+    """start_time as Insights reads it (milliseconds since the epoch); an ISO 8601 time is converted."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_EPOCH_MS:
+        return value
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return int(parsed.timestamp() * 1000)
+    raise BadRequest("start_time must be milliseconds since the epoch, or an ISO 8601 time with its offset.",
+                     code="bad_media")
 
 
 def check_task_sid(task_sid: object) -> str:
@@ -102,14 +123,17 @@ def build_entry(
         channels=spec.channels,
     )
     token = signer.sign_link(link)
+    # Only what Flex reads (task attributes hold 4096 characters): the Insights player plays `url_provider`
+    # and falls back to `url`; `channels` is Twilio's documented ["customer", "others"] for a dual-channel
+    # recording (customer on the first channel) and left out for a mono one, where no one has a channel.
     entry: dict = {"type": spec.type, "url": f"{public_url}/d/{token}"}
     if spec.title:
         entry["title"] = spec.title
     if spec.type == "VoiceRecording":
         entry["url_provider"] = f"{public_url}/p/{token}"
-        if spec.channels:
-            entry["channels"] = ["customer", "others"] if spec.channels == 2 else ["customer"]
-        if spec.start_time:
+        if spec.channels == 2:
+            entry["channels"] = ["customer", "others"]
+        if spec.start_time is not None:
             entry["start_time"] = spec.start_time
     return entry
 

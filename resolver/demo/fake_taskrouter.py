@@ -4,6 +4,7 @@ It keeps Twilio's conditional-update contract: every read and write answers with
 stale `If-Match` gets 412, and every write attempt is recorded. Tests make a concurrent writer by giving
 `after_read` callbacks that change the task between the resolver's read and its write, or by writing from
 other threads through the same HTTP API. `fail_next` injects error statuses (5xx, 429) one request at a time.
+Like TaskRouter, it holds at most `attributes_limit` (4096) characters of attributes: a longer write is a 400.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Flask, jsonify, request
+
+# Twilio answers an oversize Attributes with 400 and its error body. The exact code and wording could not be
+# checked against Twilio (no account here; the error catalogue has no TaskRouter attributes-size entry that
+# we could find): 20001 is Twilio's generic "invalid parameter" code, the sentence is ours. The resolver
+# never relies on either: it refuses before writing, and only reads "attributes" and "size" in a 400.
+OVERSIZE_CODE = 20001
+OVERSIZE_MESSAGE = "Task Attributes exceed the maximum size of {limit} characters"
 
 
 @dataclass
@@ -40,10 +48,13 @@ class FakeTaskRouter:
     after_read: list[Callable[[FakeTask], None]] = field(default_factory=list)  # popped, one per task GET
     fail_next: list[int] = field(default_factory=list)  # statuses to answer instead, one per request
     refuse_closed_writes: bool = False  # answer 400 to writes on completed or canceled tasks
+    attributes_limit: int = 4096  # TaskRouter's limit on a task's Attributes: a longer write is a 400
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_task(self, workspace_sid: str, task_sid: str, attributes: str,
                  status: str = "assigned") -> FakeTask:
+        if len(attributes) > self.attributes_limit:
+            raise ValueError("TaskRouter would not hold these attributes (over its size limit)")
         task = FakeTask(sid=task_sid, workspace_sid=workspace_sid, attributes=attributes,
                         assignment_status=status)
         self.tasks[task_sid] = task
@@ -113,12 +124,15 @@ class FakeTaskRouter:
                         self.after_read.pop(0)(found)
                         found.version += 1
                     return resp
-                record = {"task": wt, "if_match": request.headers.get("If-Match"),
-                          "attributes": request.form.get("Attributes")}
+                attributes = request.form.get("Attributes")
+                record: dict = {"task": wt, "if_match": request.headers.get("If-Match"), "attributes": attributes}
                 self.writes.append(record)
                 if found.assignment_status in ("completed", "canceled") and self.refuse_closed_writes:
                     record["status"] = 400
                     return self._error(400, 20001, "Task is not in a state that allows updates")
+                if attributes is not None and len(attributes) > self.attributes_limit:
+                    record["status"] = 400
+                    return self._error(400, OVERSIZE_CODE, OVERSIZE_MESSAGE.format(limit=self.attributes_limit))
                 if record["if_match"] is not None and record["if_match"] != found.etag:
                     record["status"] = 412
                     return self._error(412, 20412, "The task has been modified")

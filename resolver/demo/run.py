@@ -95,6 +95,12 @@ def _conversations(entries: dict[str, dict], task_sid: str, site_url: str) -> li
         {"label": "▶ Encrypted recording", "kind": "audio", "url": entries["audio_encrypted"]["url"]},
         {"label": "Transcript", "kind": "transcript", "url": entries["transcript"]["url"]},
         {"label": "CRM ticket", "kind": "redirect", "url": entries["redirect"]["url"]},
+        # Flex's Conversation Screen lists Referenced entries with "Open in a new tab": window.open(url), not
+        # the HistoricalReportingView action; the /d/ page then asks this tab's handler for the grant.
+        {"label": "↗ Recording (Referenced)", "kind": "audio", "url": entries["referenced_audio"]["url"],
+         "open": "window"},
+        {"label": "↗ CRM ticket (Referenced)", "kind": "redirect", "url": entries["redirect"]["url"],
+         "open": "window"},
     ]
     return [
         {"date": "2026-01-14 10:02", "agent": "Sam Supervisor", "customer": "+1 415 555 0100", "queue": "Cards",
@@ -163,6 +169,8 @@ def start_demo(*, port: int = 0, page_port: int = 0, grant_ttl: int = 60, audit_
                                          title="Call recording (encrypted at Twilio)"),
             "transcript": MediaSpec(type="Raw", source="transcripts", key=TRANSCRIPT_KEY, title="Call transcript"),
             "redirect": MediaSpec(type="Referenced", source="crm", key=TICKET_KEY, title="CRM ticket 4711"),
+            "referenced_audio": MediaSpec(type="Referenced", source="recordings", key=RECORDING_SID,
+                                          title="Call recording (Referenced)"),
         }
         signer = Signer(settings.secret_keys)
         entries = {

@@ -5,8 +5,9 @@ audits it, `errors` says what went wrong, `signature` checks X-Twilio-Signature 
 """
 
 from .attach import CONFLICT_ATTEMPTS, Attacher, AttachResult, attach_audited
-from .attributes import call_sids, iso_time, parse_attributes, transcript_sid, with_media
+from .attributes import ATTRIBUTES_LIMIT, call_sids, epoch_ms, parse_attributes, transcript_sid, with_media
 from .errors import (
+    AttributesTooLarge,
     AttributesUnparseable,
     NoRecordingSource,
     TaskClosed,
@@ -20,8 +21,9 @@ from .errors import (
 from .rest import BACKOFF, Task, TwilioRest, check_workspace_sid
 
 __all__ = [
-    "BACKOFF", "CONFLICT_ATTEMPTS", "AttachResult", "Attacher", "AttributesUnparseable", "NoRecordingSource",
+    "ATTRIBUTES_LIMIT", "AttributesTooLarge", "BACKOFF", "CONFLICT_ATTEMPTS",
+    "AttachResult", "Attacher", "AttributesUnparseable", "NoRecordingSource",
     "Task", "TaskClosed", "TaskConflict", "TaskNotFound", "TwilioAuthFailed", "TwilioRefused", "TwilioRest",
-    "TwilioTimeout", "TwilioUnavailable", "attach_audited", "call_sids", "check_workspace_sid", "iso_time",
+    "TwilioTimeout", "TwilioUnavailable", "attach_audited", "call_sids", "check_workspace_sid", "epoch_ms",
     "parse_attributes", "transcript_sid", "with_media",
 ]

@@ -9,7 +9,10 @@ The task's attributes belong to Flex and to other integrations; we own only the 
   attaching twice changes nothing and writes nothing;
 * Flex's rules: a `Raw` entry is never first, `Embedded` is refused (by `links.build_entry`), and because a
   `media` list hides Flex's default recording and transcript, `keep_defaults` lists them explicitly, with
-  the recording routed through the resolver.
+  the recording routed through the resolver: one VoiceRecording (Insights plays only the first), any
+  further recordings as Referenced entries.
+* TaskRouter holds at most 4096 characters of attributes: an attach that would exceed them is refused
+  (`409 attributes_too_large`) before anything is written, never truncated.
 Twilio 5xx/429 and network errors are retried with backoff; a conditional write makes retrying a POST safe.
 """
 
@@ -28,10 +31,12 @@ from ..sources import Source
 from .attributes import (
     RECORDING_IN_URL,
     call_sids,
+    check_size,
     conversations,
+    epoch_ms,
     flex_order,
-    iso_time,
     parse_attributes,
+    plain,
     transcript_sid,
     with_media,
 )
@@ -51,6 +56,9 @@ class AttachResult:
     added: list[tuple[MediaSpec, dict]] = field(default_factory=list)
     written: bool = False
     attempts: int = 0
+
+    def __post_init__(self) -> None:
+        self.media = plain(self.media)  # type: ignore[assignment] - the answer holds ordinary JSON numbers
 
 
 class Attacher:
@@ -73,16 +81,21 @@ class Attacher:
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             task = self.rest.fetch_task(workspace_sid, task_sid)
             attrs, media = parse_attributes(task.attributes)
-            defaults = self._defaults(attrs, task_sid, listings) if keep_defaults else []
-            if only_with_recordings and not any(spec.type == "VoiceRecording" for spec, _ in defaults):
+            # Insights shows only the first VoiceRecording: default recordings get that slot only when nobody
+            # else (the task, or this request) has taken it; the others become Referenced entries.
+            voice_taken = any(e.get("type") == "VoiceRecording" for e in media) or any(
+                spec.type == "VoiceRecording" for spec, _ in requested)
+            defaults = self._defaults(attrs, task_sid, listings, voice_taken) if keep_defaults else []
+            if only_with_recordings and not any(spec.type != "ChatTranscript" for spec, _ in defaults):
                 return AttachResult(task_sid, media, attempts=attempt)
             merged, added = self._merge(media, defaults + requested)
             if not added:
                 return AttachResult(task_sid, media, attempts=attempt)
             merged = flex_order(merged)
+            new_attributes = check_size(with_media(attrs, merged))  # refused before writing, dry run too
             if dry_run:
                 return AttachResult(task_sid, merged, added, attempts=attempt)
-            if self.rest.write_attributes(task, with_media(attrs, merged)):
+            if self.rest.write_attributes(task, new_attributes):
                 return AttachResult(task_sid, merged, added, written=True, attempts=attempt)
         raise TaskConflict()
 
@@ -135,14 +148,18 @@ class Attacher:
             return buckets[0]
         raise NoRecordingSource()
 
-    def _defaults(self, attrs: dict, task_sid: str, listings: dict[str, list[dict]]
+    def _defaults(self, attrs: dict, task_sid: str, listings: dict[str, list[dict]], voice_taken: bool
                   ) -> list[tuple[MediaSpec, dict]]:
-        """Entries for what Flex shows when a task has no media list: its call recording(s) and transcript."""
-        found: dict[str, dict] = {}  # recording SID -> metadata, in order of discovery
+        """Entries for what Flex shows when a task has no media list: its call recording(s) and transcript.
+
+        One VoiceRecording at most (Insights plays only the first): the recording `segment_link` names (what
+        Flex would have played), else the earliest; every other recording is a Referenced entry, which Flex
+        opens in a new tab (`/d/`, resolved through the Flex tab)."""
+        named: list[str] = []
         segment_link = conversations(attrs).get("segment_link")  # type: ignore[attr-defined]
         if isinstance(segment_link, str):
-            for sid in RECORDING_IN_URL.findall(segment_link):
-                found.setdefault(sid, {})
+            named = list(dict.fromkeys(RECORDING_IN_URL.findall(segment_link)))
+        found: dict[str, dict] = {}  # recording SID -> what Twilio lists for it
         for parent in call_sids(attrs):
             if parent not in listings:
                 listings[parent] = self.rest.recordings(parent)
@@ -150,16 +167,21 @@ class Attacher:
                 sid = rec.get("sid")
                 if isinstance(sid, str) and rec.get("status") not in UNPLAYABLE:
                     found[sid] = {**found.get(sid, {}), **rec}
+        listed = sorted((sid for sid in found if sid not in named),
+                        key=lambda sid: (epoch_ms(found[sid].get("start_time")) is None,
+                                         epoch_ms(found[sid].get("start_time")) or 0))
+        ordered = named + listed
         specs: list[MediaSpec] = []
-        if found:
+        if ordered:
             source = self._source_for_recordings()
-            numbered = len(found) > 1
-            for i, (sid, rec) in enumerate(found.items(), start=1):
+            for i, sid in enumerate(ordered, start=1):
+                rec = found.get(sid, {})
                 channels = rec.get("channels") if source.kind == "twilio-recording" else None  # a bucket: one file
-                specs.append(MediaSpec(type="VoiceRecording", source=source.name, key=sid,
-                                       title=f"{RECORDING_TITLE} {i}" if numbered else RECORDING_TITLE,
-                                       channels=channels if channels in (1, 2) else None,
-                                       start_time=iso_time(rec.get("start_time"))))
+                voice = i == 1 and not voice_taken
+                title = RECORDING_TITLE if len(ordered) == 1 else f"{RECORDING_TITLE} {i} of {len(ordered)}"
+                specs.append(MediaSpec(type="VoiceRecording" if voice else "Referenced", source=source.name,
+                                       key=sid, title=title, channels=channels if channels in (1, 2) else None,
+                                       start_time=epoch_ms(rec.get("start_time")) if voice else None))
         transcript = transcript_sid(attrs)
         if transcript:
             specs.append(MediaSpec(type="ChatTranscript", sid=transcript))

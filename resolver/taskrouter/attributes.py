@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from ..errors import BadRequest
-from ..timefmt import utc_z
 from ..twilio_ids import CALL_SID, CONFERENCE_SID, CONVERSATION_SID, RECORDING_SID
-from .errors import AttributesUnparseable
+from .errors import AttributesTooLarge, AttributesUnparseable
 
+# TaskRouter's resource configuration limit on a Task's Attributes, whitespace included (its limits page).
+# with_media writes ASCII only (json.dumps escapes the rest), so characters and bytes agree however counted.
+ATTRIBUTES_LIMIT = 4096
 RECORDING_IN_URL = re.compile(rf"/Recordings/({RECORDING_SID.pattern})")
 CALL_KEYS = ("call_sid", "callSid")
 TRANSCRIPT_KEYS = ("conversationSid", "conversation_sid", "channelSid", "channel_sid")
@@ -89,8 +91,24 @@ def with_media(attrs: dict, media: list[dict]) -> str:
     """The attributes with conversations.media replaced and nothing else changed."""
     updated = dict(attrs)
     updated["conversations"] = {**conversations(attrs), "media": media}  # type: ignore[dict-item]
-    written = json.dumps(updated, separators=(",", ":"), default=_written)
-    return _MARKED.sub(lambda m: m.group(1), written)
+    return dumps_exact(updated)
+
+
+def dumps_exact(value: object) -> str:
+    """Compact JSON with every kept Number written exactly as it was read."""
+    return _MARKED.sub(lambda m: m.group(1), json.dumps(value, separators=(",", ":"), default=_written))
+
+
+def plain(value: object) -> object:
+    """The value with kept Numbers as ordinary ones, for answers to callers (writes keep the text)."""
+    return json.loads(dumps_exact(value))
+
+
+def check_size(attributes: str, limit: int = ATTRIBUTES_LIMIT) -> str:
+    """The attributes, if TaskRouter will hold them; AttributesTooLarge (nothing is cut) if not."""
+    if len(attributes) > limit:
+        raise AttributesTooLarge.sized(len(attributes), limit)
+    return attributes
 
 
 def flex_order(media: list[dict]) -> list[dict]:
@@ -129,14 +147,14 @@ def transcript_sid(attrs: Mapping) -> str | None:
     return None
 
 
-def iso_time(value: object) -> str:
-    """Twilio's REST dates (RFC 2822) as the ISO 8601 UTC form Insights expects; '' when unknown."""
+def epoch_ms(value: object) -> int | None:
+    """Twilio's REST dates (RFC 2822) as what Insights reads for start_time: milliseconds since the epoch."""
     if not isinstance(value, str) or not value:
-        return ""
+        return None
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError):
-        return ""
+        return None
     if parsed.tzinfo is None:
-        return ""
-    return utc_z(parsed)
+        return None
+    return int(parsed.timestamp() * 1000)

@@ -27,6 +27,19 @@ class AttributesUnparseable(ResolverError):
                "(or conversations.media is not a list of objects); they were left untouched.")
 
 
+class AttributesTooLarge(ResolverError):
+    """TaskRouter holds at most ATTRIBUTES_LIMIT characters of attributes: refuse, never truncate."""
+
+    status, code = 409, "attributes_too_large"
+    message = ("The task's attributes with these media entries would exceed TaskRouter's limit of 4096 "
+               "characters; nothing was written. Attach fewer entries or shorter titles.")
+
+    @classmethod
+    def sized(cls, size: int, limit: int) -> AttributesTooLarge:
+        return cls(f"The task's attributes with these media entries would be {size} characters, over "
+                   f"TaskRouter's limit of {limit}; nothing was written. Attach fewer entries or shorter titles.")
+
+
 class NoRecordingSource(ResolverError):
     status, code = 409, "no_recording_source"
     message = ("The task has a call recording, but RESOLVER_SOURCES defines no twilio-recording source (or "

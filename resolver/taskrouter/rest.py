@@ -12,6 +12,7 @@ from ..config import Settings
 from ..errors import BadRequest, ResolverError
 from ..twilio_ids import CALL_SID, CONFERENCE_SID, WORKSPACE_SID
 from .errors import (
+    AttributesTooLarge,
     TaskClosed,
     TaskNotFound,
     TwilioAuthFailed,
@@ -101,6 +102,9 @@ class TwilioRest:
             raise TaskNotFound()
         if 400 <= resp.status_code < 500 and task.status in CLOSED:
             raise TaskClosed()
+        if resp.status_code == 400 and _says_too_large(resp):
+            # attach checks ATTRIBUTES_LIMIT first; this is TaskRouter counting differently than we do
+            raise AttributesTooLarge("TaskRouter refused the task's new attributes as too large; nothing was written.")
         if resp.status_code != 200:
             raise TwilioRefused(f"TaskRouter refused the update (HTTP {resp.status_code}).")
         return True
@@ -119,6 +123,13 @@ class TwilioRest:
         if not isinstance(body, dict) or not isinstance(body.get("recordings"), list):
             raise TwilioRefused(f"Twilio refused to list the call's recordings (HTTP {resp.status_code}).")
         return [r for r in body["recordings"] if isinstance(r, dict)]
+
+
+def _says_too_large(resp: requests.Response) -> bool:
+    """A 400 whose Twilio error body is about the size of the attributes."""
+    body = _json(resp)
+    message = str(body.get("message", "")).lower() if isinstance(body, dict) else ""
+    return "attributes" in message and any(w in message for w in ("4096", "size", "long", "large", "exceed"))
 
 
 def _json(resp: requests.Response) -> object:

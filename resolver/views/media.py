@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from flask import Blueprint, Response, g, redirect, request
+from flask import Blueprint, Response, g, redirect, render_template_string, request
 from flask.typing import ResponseReturnValue
 
 from ..access.flex_auth import basic_token
 from ..access.grants import grant_fields
 from ..access.signing import Grant
 from ..audit.log import AuditLog
-from ..errors import ResolverError, Unauthenticated, error_response
+from ..errors import ResolverError, Unauthenticated, error_response, wants_html
 from ..services import ctx
 from ..streaming import relay
 from ..streaming.upstream import Transfer
@@ -82,10 +82,46 @@ def _grant_auditor(log: AuditLog, method: str,
 
 @bp.get("/d/<path:link_token>")
 def drilldown(link_token: str) -> ResponseReturnValue:
-    """Someone opened a drilldown link outside Flex: explain, never serve (and never check the link)."""
+    """A drilldown link opened in a browser tab (Flex opens `Referenced` entries with window.open).
+
+    Always the 401 answer: the link is never checked here and no media is served. A browser gets the 401 page
+    with the drilldown script, which asks the tab that opened it (Flex, where the handler holds the user's
+    token) for a grant by postMessage, only to the exact RESOLVER_CORS_ORIGINS; with no opener, or none that
+    answers, the page stays this 401 page. See README, "Opened by Flex in a new tab"."""
     err = Unauthenticated(
         "This media link only works from Twilio Flex. Open the conversation in Flex Insights and play it "
         "from there.",
         code="open_in_flex",
     )
-    return error_response(err, title="Open this recording from Flex")
+    if not wants_html():
+        return error_response(err)
+    g.error_code = err.code  # audited as the refusal it is; the page itself never saw a token
+    origins = sorted(ctx().settings.cors_origins)
+    # tojson escapes <, >, & and ' for HTML, so the config cannot end its <script> element
+    body = render_template_string(DRILLDOWN_PAGE, config={"origins": origins}, message=err.message, code=err.code)
+    return Response(body, status=401, mimetype="text/html", headers={"Cache-Control": "no-store"})
+
+
+# The player page's markup with the 401 text in it; player.js (drilldown mode) does the rest. Relative URLs:
+# /d/<link> and /static/ share RESOLVER_PUBLIC_URL's path, whatever prefix it has.
+DRILLDOWN_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>Open this recording from Flex</title>
+<link rel="stylesheet" href="../static/player.css">
+<script type="application/json" id="fmr-drilldown">{{ config|tojson }}</script>
+<script type="module" src="../static/player.js"></script>
+</head>
+<body>
+<main>
+  <h1 id="title">Open this recording from Flex</h1>
+  <p id="status" role="status">{{ message }}</p>
+  <div id="stage"></div>
+  <p id="code"><code>401 {{ code }}</code></p>
+</main>
+</body>
+</html>
+"""

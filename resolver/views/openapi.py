@@ -42,7 +42,9 @@ ERRORS: dict[str, dict[str, Any]] = {
     "404": _error("A link that does not verify or names an unknown source (the same answer for both); "
                   "media no longer at its store; service endpoints when no service key is configured."),
     "405": _error("Another method.", {"Allow": {"schema": {"type": "string"}, "required": True}}),
-    "409": _error("The task is closed, changed meanwhile, or its attributes cannot be merged."),
+    "409": _error("The task is closed (task_closed), changed meanwhile (task_conflict), its attributes cannot be "
+                  "merged (attributes_unparseable) or would exceed TaskRouter's 4096 characters "
+                  "(attributes_too_large; nothing is written, never truncated)."),
     "413": _error("The request body is over the endpoint's limit (refused before it is read)."),
     "414": _error("The request line is longer than the server accepts (gunicorn's limit, before the app)."),
     "416": _error("Unsatisfiable range."),
@@ -83,7 +85,8 @@ SCHEMAS: dict[str, Any] = {
             "title": {"type": "string", "maxLength": MAX_TITLE},
             "channels": {"enum": [1, 2]},
             "sid": {"type": "string", "description": "ChatTranscript only: the conversation SID."},
-            "start_time": {"type": "string"},
+            "start_time": {"description": "Milliseconds since the epoch, or an ISO 8601 time with its offset.",
+                           "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 40}]},
         },
     },
     "LinksRequest": {
@@ -102,8 +105,8 @@ SCHEMAS: dict[str, Any] = {
             "url": {"type": "string", "format": "uri", "description": "A drilldown link: <public URL>/d/<link>."},
             "url_provider": {"type": "string", "format": "uri", "description": "<public URL>/p/<link>."},
             "title": {"type": "string"},
-            "channels": {"type": "array", "items": {"enum": ["customer", "others"]}},
-            "start_time": {"type": "string"},
+            "channels": {"const": ["customer", "others"], "description": "Dual-channel recordings only."},
+            "start_time": {"type": "integer", "description": "Milliseconds since the epoch (what Insights reads)."},
             "sid": {"type": "string", "pattern": SID["conversation"]},
         },
     },

@@ -2,9 +2,9 @@
 
 `POST /api/v1/tasks/<WT>/media` takes a service key (like /api/v1/links) and exists only when
 RESOLVER_API_KEYS is set. `POST /hooks/taskrouter` takes the workspace's EventCallbackUrl requests, signed
-by Twilio with the account's auth token; with only API-key credentials there is nothing to check the
-signature with, so the hook answers 404. On the events below it lists the task's call recordings (and its
-transcript) through resolver links before the task completes and is deleted.
+by Twilio with a shared key (TWILIO_WEBHOOK_SHARED_KEYS) or the account's auth token; with neither there is
+nothing to check the signature with, so the hook answers 404. On the events below it lists the task's call
+recordings (and its transcript) through resolver links before the task completes and is deleted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..access.links import MAX_ENTRIES, MediaSpec, check_task_sid
 from ..errors import BadRequest, Forbidden, NotFound
 from ..services import ctx
 from ..taskrouter import Attacher, TwilioRest, attach_audited, check_workspace_sid
-from ..taskrouter.signature import is_valid
+from ..taskrouter.signature import SETTINGS_HEADER, check_request
 from .api import json_body
 from .auth import require_service_key
 
@@ -60,11 +60,13 @@ def _signed_url() -> str:
 @bp.post("/hooks/taskrouter")
 def taskrouter_hook() -> ResponseReturnValue:
     settings = ctx().settings
-    if not settings.auth_token:
-        raise NotFound()
+    if not settings.auth_token and not settings.webhook_shared_keys:
+        raise NotFound()  # nothing to check a signature with
     params = list(request.form.items(multi=True))
-    if not is_valid(settings.auth_token, _signed_url(), params, request.headers.get("X-Twilio-Signature")):
-        log.warning("taskrouter hook: missing or invalid X-Twilio-Signature")
+    if not check_request(auth_token=settings.auth_token, shared_keys=settings.webhook_shared_keys,
+                         url=_signed_url(), params=params, signature=request.headers.get("X-Twilio-Signature"),
+                         settings_header=request.headers.get(SETTINGS_HEADER)):
+        log.warning("taskrouter hook: missing or invalid webhook signature")
         raise Forbidden("The request is not signed by Twilio for this account.", code="bad_signature")
     if request.mimetype != "application/x-www-form-urlencoded":
         raise BadRequest("TaskRouter event callbacks are form-encoded.", code="bad_request")

@@ -32,7 +32,11 @@ for (const conversation of config.conversations) {
   for (const media of conversation.media) {
     const button = Object.assign(document.createElement("button"), { type: "button", className: "media", textContent: media.label });
     button.dataset.kind = media.kind;
-    button.addEventListener("click", () => Actions.invokeAction("HistoricalReportingView", media.url));
+    // Referenced entries: what Flex's Referenced panel does ("Open in a new tab"), no action involved.
+    const click = media.open === "window"
+      ? () => window.open(media.url)
+      : () => Actions.invokeAction("HistoricalReportingView", media.url);
+    button.addEventListener("click", click);
     cell.append(button);
   }
   tr.append(cell);
