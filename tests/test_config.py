@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import ROOT, free_port, process_env
 
 from resolver import config
 from resolver.errors import ConfigError
+from tests.support.env import ROOT, free_port, process_env
 
 
 @pytest.mark.parametrize(("change", "names"), [

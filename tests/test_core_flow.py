@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from conftest import RECORDING, RECORDING_SID, TRANSCRIPT, WORKER, basic, issue_links, new_token
+from tests.support.env import RECORDING, RECORDING_SID, TRANSCRIPT, WORKER, basic, issue_links, new_token
 
 
 def drill(entry: dict) -> str:

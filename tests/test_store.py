@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
-from conftest import free_port, process_env
 
 from resolver.store import ALL_BEFORE, RedisStore, SQLiteStore, StoreError, open_store
+from tests.support.env import free_port, process_env
 
 INCR_SCRIPT = (
     "import sys\n"

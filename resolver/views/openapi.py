@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the HTTP API (SPEC.md "HTTP endpoints"), served at /api/v1/openapi.json.
 
-Built from data here so it states exactly SPEC's status codes and error shape; `tests/test_openapi.py` runs
+Built from data here so it states exactly SPEC's status codes and error shape; `tests/views/test_openapi.py` runs
 schemathesis against a live gunicorn with it, so a response the document does not describe fails the build.
 It names no secret and no upstream: only our own public URL.
 """

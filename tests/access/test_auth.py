@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import RECORDING_SID, WORKER, basic, issue_links, new_token
 
 from resolver import config, create_app
+from tests.support.env import RECORDING_SID, WORKER, basic, issue_links, new_token
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import WORKER, new_token
 
 from resolver import config
 from resolver.access.flex_auth import TokenValidator
 from resolver.errors import Unauthenticated, Unavailable
 from resolver.streaming.upstream import new_session
+from tests.support.env import WORKER, new_token
 
 BURST = 16
 

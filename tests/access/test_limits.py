@@ -7,12 +7,12 @@ import math
 import time
 
 import pytest
-from conftest import RECORDING_SID, WORKER, basic, issue_links, new_token
 
 from resolver import config, create_app
 from resolver.access import limits
 from resolver.access.limits import Rate, client_key, hit
 from resolver.errors import ConfigError, RateLimited
+from tests.support.env import RECORDING_SID, WORKER, basic, issue_links, new_token
 
 HOUR = 3600
 

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
-from conftest import KEYS, RECORDING_SID, SERVICE_KEY, WORKER, free_port, issue_links, new_token
 
 from resolver import config, create_app
 from resolver.access import revocation
 from resolver.access.signing import Signer
 from resolver.cli import main
 from resolver.errors import BadRequest
+from tests.support.env import KEYS, RECORDING_SID, SERVICE_KEY, WORKER, free_port, issue_links, new_token
 
 TASK_A, TASK_B = "WT" + "a" * 32, "WT" + "b" * 32
 SERVICE = {"Authorization": f"Bearer {SERVICE_KEY}"}

@@ -19,7 +19,7 @@ from resolver.audit.log import AuditLog
 
 WK = "WK" + "a" * 32
 WT = "WT" + "b" * 32
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fixed_clock(start: int = 0):

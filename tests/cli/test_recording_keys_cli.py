@@ -6,11 +6,11 @@ import os
 import stat
 
 from click.testing import CliRunner
-from conftest import base_env
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from resolver.cli import main
+from tests.support.env import base_env
 
 SID = "CR" + "7" * 32
 

@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 import requests
-from conftest import RECORDING, RECORDING_SID, SERVICE_KEY, TRANSCRIPT, basic
+
+from tests.support.env import RECORDING, RECORDING_SID, SERVICE_KEY, TRANSCRIPT, basic
 
 FLEX = "https://flex.twilio.com"
 

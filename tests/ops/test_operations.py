@@ -6,11 +6,11 @@ import json
 import logging
 
 import pytest
-from conftest import RECORDING, RECORDING_SID, TRANSCRIPT, basic, issue_links
 from prometheus_client import REGISTRY
 
 from resolver import config, create_app
 from resolver.audit import trail as audit_trail
+from tests.support.env import RECORDING, RECORDING_SID, TRANSCRIPT, basic, issue_links
 
 METRICS_TOKEN = "metrics-token-" + "m" * 30
 FLEX = "https://flex.twilio.com"

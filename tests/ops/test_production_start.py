@@ -7,9 +7,9 @@ import time
 
 import pytest
 import requests
-from conftest import RECORDING_SID, SERVICE_KEY, WORKER, base_env, new_token, start_gunicorn, stop_gunicorn
 
-from tests.test_gunicorn import FLEX
+from tests.ops.test_gunicorn import FLEX
+from tests.support.env import RECORDING_SID, SERVICE_KEY, WORKER, base_env, new_token, start_gunicorn, stop_gunicorn
 
 LINKS = {"task_sid": "WT" + "4" * 32,
          "media": [{"source": "recordings", "key": RECORDING_SID, "type": "VoiceRecording"}]}

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from moto_s3 import BUCKET, MotoS3
 
 from resolver.cli import main
 from resolver.ops import checks
 from resolver.sources import TwilioContext, _source
+from tests.support.moto_s3 import BUCKET, MotoS3
 
 WRONG = "wrong-secret-for-the-check-" + "Q" * 13
 TWILIO = TwilioContext("https://api.twilio.com", "AC" + "0" * 32, ("AC", "x"))
@@ -52,7 +52,7 @@ def test_no_credentials_anywhere_says_so(signed, no_aws_chain):
 
 
 def test_unreachable_store_says_which_host(signed, no_aws_chain, monkeypatch):
-    from conftest import free_port
+    from tests.support.env import free_port
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + "X" * 16)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y" * 40)

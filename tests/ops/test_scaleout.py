@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from conftest import (
+
+from tests.support.env import (
     REDIS_URL,
     SERVICE_KEY,
     WORKER,

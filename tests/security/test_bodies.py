@@ -7,7 +7,8 @@ import time
 
 import pytest
 import requests
-from conftest import SERVICE_KEY
+
+from tests.support.env import SERVICE_KEY
 
 ENDPOINTS = [  # (path, limit): every POST endpoint and its policy limit
     ("/api/v1/resolve", 8 * 1024),

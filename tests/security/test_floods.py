@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import RECORDING, RECORDING_SID, base_env, new_token, start_gunicorn, stop_gunicorn
 
-from tests.test_gunicorn import links, resolve
+from tests.ops.test_gunicorn import links, resolve
+from tests.support.env import RECORDING, RECORDING_SID, base_env, new_token, start_gunicorn, stop_gunicorn
 
 LIMIT = 30  # RESOLVER_RESOLVE_LIMIT's default count; per hour here, so no window boundary falls in a test
 MEDIA_LIMIT = 100

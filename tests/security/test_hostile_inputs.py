@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import (
+
+from resolver import config, create_app
+from resolver.access.signing import Link, Signer
+from resolver.streaming.guarded_http import new_guarded_session
+from resolver.streaming.upstream import StreamAborted
+from tests.support.env import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     KEYS,
@@ -39,12 +44,7 @@ from conftest import (
     issue_links,
     new_token,
 )
-from hostile import BLOB, HOSTILE_TOKEN, RESOLVES, mint, stream_env
-
-from resolver import config, create_app
-from resolver.access.signing import Link, Signer
-from resolver.streaming.guarded_http import new_guarded_session
-from resolver.streaming.upstream import StreamAborted
+from tests.support.hostile import BLOB, HOSTILE_TOKEN, RESOLVES, mint, stream_env
 
 PUBLIC = "http://127.0.0.1:5000"
 FLEX = "https://flex.twilio.com"

@@ -13,7 +13,10 @@ import sys
 
 import pytest
 import requests
-from conftest import (
+from flask import Flask, Response
+
+from resolver.demo.server import ServerThread
+from tests.support.env import (
     AUTH_TOKEN,
     KEYS,
     RECORDING,
@@ -26,9 +29,6 @@ from conftest import (
     start_gunicorn,
     stop_gunicorn,
 )
-from flask import Flask, Response
-
-from resolver.demo.server import ServerThread
 
 METRICS_TOKEN = "metrics-" + "q" * 40
 FLEX = "https://flex.twilio.com"
@@ -56,7 +56,7 @@ def resolver_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, twilio, storage, broken_store):
     """Run the flow once; hand the tests what was captured and which secrets were in play."""
-    from conftest import new_token
+    from tests.support.env import new_token
 
     tmp = tmp_path_factory.mktemp("secrets")
     env = base_env(tmp, twilio, storage)

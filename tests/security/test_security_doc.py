@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 import re
 
-from conftest import ROOT
+from tests.support.env import ROOT
 
-NAMED = re.compile(r"(tests/test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)")
+NAMED = re.compile(r"(tests/(?:[a-z]+/)?test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)")
 
 
 def test_every_test_named_in_security_md_exists():
@@ -25,5 +25,5 @@ def test_every_test_named_in_security_md_exists():
 
 def test_every_link_in_security_md_points_at_the_file_it_names():
     text = (ROOT / "SECURITY.md").read_text()
-    for label_path, _name, target in re.findall(r"\[`(tests/[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`\]\(([^)]+)\)", text):
+    for label_path, _name, target in re.findall(r"\[`(tests/(?:[a-z]+/)?[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`\]\(([^)]+)\)", text):
         assert target == label_path, (label_path, target)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import base_env, start_gunicorn, stop_gunicorn
-from hostile import BLOB, BLOB_SHA, ETAG, HOSTILE_TOKEN, mint, stream_env
 
 from resolver.access.signing import Signer
+from tests.support.env import base_env, start_gunicorn, stop_gunicorn
+from tests.support.hostile import BLOB, BLOB_SHA, ETAG, HOSTILE_TOKEN, mint, stream_env
 
 SIZE = len(BLOB)
 
@@ -37,7 +37,7 @@ def server(tmp_path_factory, twilio, storage, hostile):
 
 @pytest.fixture(scope="module")
 def grant(server):
-    from conftest import KEYS
+    from tests.support.env import KEYS
 
     signer = Signer(KEYS)
     return lambda key, source="hostile": server.url + mint(signer, source, key)

@@ -9,16 +9,16 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import KEYS, start_gunicorn, stop_gunicorn
 from enc_fixtures import ENCRYPTED, PLAINTEXT, TAMPERED, encrypted_env, install, secrets_of
-from hostile import mint
 
 from resolver.access.signing import Signer
+from tests.support.env import KEYS, start_gunicorn, stop_gunicorn
+from tests.support.hostile import mint
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, twilio, storage):
-    from conftest import base_env
+    from tests.support.env import base_env
 
     install(twilio)
     tmp_path = tmp_path_factory.mktemp("enc-gunicorn")

@@ -24,10 +24,10 @@ from enc_fixtures import (
     install,
     secrets_of,
 )
-from hostile import mint
 
 from resolver import config, create_app
 from resolver.streaming.upstream import StreamAborted
+from tests.support.hostile import mint
 
 SIZE = len(PLAINTEXT)
 

@@ -22,10 +22,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from conftest import KEYS, base_env, start_gunicorn, stop_gunicorn
 from gunicorn.config import Config
 from gunicorn.http.wsgi import Response as GunicornResponse
-from hostile import BLOB, BLOB_SHA, Upstream, make_tls, mint, stream_env
 
 from resolver import config
 from resolver.access.signing import Signer
@@ -33,6 +31,8 @@ from resolver.sources import Source
 from resolver.streaming import relay
 from resolver.streaming.upstream import StreamAborted, Transfer, new_session
 from resolver.streaming.upstream import Upstream as Streamer
+from tests.support.env import KEYS, base_env, start_gunicorn, stop_gunicorn
+from tests.support.hostile import BLOB, BLOB_SHA, Upstream, make_tls, mint, stream_env
 
 SIZE = len(BLOB)
 TLS_RECORD = 16 * 1024

@@ -14,13 +14,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import RECORDING, SERVICE_KEY, WORKER, issue_links, new_token
-from moto_s3 import BUCKET, KEY, SID, SMALL, MotoS3
 
 from resolver import config, create_app
 from resolver.access.signing import Link
 from resolver.errors import BadRequest, ConfigError
 from resolver.sources import upstream_url
+from tests.support.env import RECORDING, SERVICE_KEY, WORKER, issue_links, new_token
+from tests.support.moto_s3 import BUCKET, KEY, SID, SMALL, MotoS3
 
 WRONG_SECRET = "wrong-secret-" + "Z" * 27
 ESCAPES = ["../outside.wav", "..", "a/../../outside.wav", "%2e%2e/outside.wav", "..%2foutside.wav",

@@ -13,13 +13,24 @@ import time
 
 import pytest
 import requests
-from conftest import RECORDING, RECORDING_SID
-from hostile import BLOB, BLOB_SHA, ETAG, HOSTILE_TOKEN, HUGE, LAST_MODIFIED, RESOLVES, huge_slice, mint, stream_env
 from werkzeug.http import parse_options_header
 
 from resolver import config, create_app
 from resolver.streaming.guarded_http import blocked, new_guarded_session
 from resolver.streaming.upstream import StreamAborted, content_disposition
+from tests.support.env import RECORDING, RECORDING_SID
+from tests.support.hostile import (
+    BLOB,
+    BLOB_SHA,
+    ETAG,
+    HOSTILE_TOKEN,
+    HUGE,
+    LAST_MODIFIED,
+    RESOLVES,
+    huge_slice,
+    mint,
+    stream_env,
+)
 
 SIZE = len(BLOB)
 

@@ -94,7 +94,7 @@ SMALL = b"RIFF....WAVE" + bytes(range(256)) * 8
 
 
 def sample_objects() -> dict[str, tuple[bytes, str]]:
-    from conftest import RECORDING
+    from tests.support.env import RECORDING
 
     return {
         KEY: (RECORDING, "audio/x-wav"),

@@ -9,14 +9,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import RECORDING
-from moto_s3 import BUCKET, KEY, SID, MotoS3
 
 from resolver import config, create_app
 from resolver.access.signing import Signer
 from resolver.cli import main
 from resolver.demo.fake_taskrouter import recording
-from tests.taskrouter_helpers import SOURCES_TOML, WS, WT, env_for, sid
+from tests.support.env import RECORDING
+from tests.support.moto_s3 import BUCKET, KEY, SID, MotoS3
+from tests.support.taskrouter import SOURCES_TOML, WS, WT, env_for, sid
 
 CA1 = sid("CA", 1)
 

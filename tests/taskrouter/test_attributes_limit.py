@@ -15,7 +15,7 @@ from resolver.access.links import MediaSpec
 from resolver.access.signing import Signer
 from resolver.demo.fake_taskrouter import OVERSIZE_CODE, FakeTaskRouter
 from resolver.taskrouter import ATTRIBUTES_LIMIT, Attacher, AttributesTooLarge, TwilioRest
-from tests.taskrouter_helpers import ACCOUNT, AUTH_TOKEN, WS, WT, env_for, sid
+from tests.support.taskrouter import ACCOUNT, AUTH_TOKEN, WS, WT, env_for, sid
 
 API_KEY = "svc_" + "x" * 40
 RE1, RE2 = sid("RE", 1), sid("RE", 2)

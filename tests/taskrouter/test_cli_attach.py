@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from resolver.cli import main
 from resolver.demo.fake_taskrouter import recording
-from tests.taskrouter_helpers import WS, WT, env_for, sid
+from tests.support.taskrouter import WS, WT, env_for, sid
 
 RE1, CA1, CH1 = sid("RE", 1), sid("CA", 1), sid("CH", 1)
 

@@ -14,7 +14,7 @@ from resolver.access.signing import Signer
 from resolver.demo.fake_taskrouter import recording
 from resolver.errors import BadRequest
 from resolver.taskrouter import Attacher, TwilioRest
-from tests.taskrouter_helpers import PUBLIC_URL, WS, WT, sid
+from tests.support.taskrouter import PUBLIC_URL, WS, WT, sid
 
 RE1, RE2, RE3 = sid("RE", 1), sid("RE", 2), sid("RE", 3)
 CA1, CA2, CF1 = sid("CA", 1), sid("CA", 2), sid("CF", 1)

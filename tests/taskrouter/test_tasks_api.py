@@ -13,7 +13,7 @@ from flask import Flask
 from resolver import config, create_app
 from resolver.demo.fake_taskrouter import FakeTaskRouter, recording
 from resolver.taskrouter.signature import compute_signature
-from tests.taskrouter_helpers import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, sid
+from tests.support.taskrouter import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, sid
 
 API_KEY = "svc_" + "x" * 40
 RE1, CA1, CH1 = sid("RE", 1), sid("CA", 1), sid("CH", 1)

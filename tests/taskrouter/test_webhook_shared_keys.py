@@ -20,7 +20,7 @@ from resolver import config, create_app
 from resolver.demo.fake_taskrouter import recording
 from resolver.errors import ConfigError
 from resolver.taskrouter.signature import compute_signature, is_valid, parse_settings
-from tests.taskrouter_helpers import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, sid
+from tests.support.taskrouter import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, sid
 
 request_validator = pytest.importorskip("twilio.request_validator", reason="the test extra (twilio) is missing")
 RequestValidator = request_validator.RequestValidator

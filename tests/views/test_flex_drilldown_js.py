@@ -22,7 +22,7 @@ from resolver.app import create_app
 from resolver.demo.run import RECORDING_SID, Demo, start_demo
 from resolver.demo.server import ServerThread
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node")
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import pytest
 import requests
 import schemathesis
-from conftest import RECORDING_SID, SERVICE_KEY, WORKER, basic, new_token
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from resolver.views.openapi import document
+from tests.support.env import RECORDING_SID, SERVICE_KEY, WORKER, basic, new_token
 
 FLEX = "https://flex.twilio.com"
 
