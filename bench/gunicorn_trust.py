@@ -1,7 +1,8 @@
 """The Procfile's gunicorn settings plus one CA the upstream session trusts, for HTTPS upstreams whose
 certificate is made at run time (the bench's, and the streaming tests').
 
-Production has no such setting (SPEC.md lists none): its stores present publicly trusted certificates. Here
+Production has no such setting (the README's configuration lists none): its stores present publicly trusted
+certificates. Here
 `post_worker_init` points the app's session at `RESOLVER_BENCH_UPSTREAM_CA` once the worker has loaded the
 app; everything else is `resolver.ops.gunicorn_config` itself (gevent patched first, same workers, same log).
 Use it as `gunicorn --config python:bench.gunicorn_trust 'resolver:create_app()'`.

@@ -1,4 +1,4 @@
-"""Settings from the environment (SPEC.md "Configuration"), validated once at start-up.
+"""Settings from the environment (the README, "Configuration"), validated once at start-up.
 
 There is no built-in secret: a missing or weak setting raises `ConfigError` with one line naming it.
 """
@@ -40,7 +40,7 @@ class Settings:
     media_limit: str = "1200/minute"
     store_url: str = ""
     audit_log: str = "-"
-    # Knobs that SPEC.md leaves to us; tests and operators may tune them.
+    # Knobs the documented settings do not name; tests and operators may tune them.
     connect_timeout: float = 3.05
     read_timeout: float = 20.0  # idle time between upstream bytes, not a cap on the whole stream
     validation_timeout: float = 5.0

@@ -1,7 +1,7 @@
 """Domain errors, each carrying its HTTP meaning, and the one place they become responses.
 
 Every refusal the resolver makes is one of these classes. `register_errors` turns them into the JSON
-shape of SPEC.md (or a small HTML page for a browser navigation). Messages are fixed sentences chosen
+shape of docs/http-api.md (or a small HTML page for a browser navigation). Messages are fixed sentences chosen
 here, never text from an exception, a token or an upstream, so no secret can reach a body.
 """
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 REDACTED = "[redacted]"
 NOT_TOKEN_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
-# Paths whose last segment is a link or a grant (SPEC.md endpoints), wherever they appear in a line.
+# Paths whose last segment is a link or a grant (docs/http-api.md), wherever they appear in a line.
 MIN_SIGNATURE = 20  # base64url characters of a truncated HMAC at least
 # What follows an authorization scheme is a credential, whatever it looks like.
 AUTH_VALUE = re.compile(r"\b(Bearer|Basic) +([A-Za-z0-9._~+/=-]{8,})")

@@ -25,7 +25,7 @@ def check(timeout: float) -> None:
         settings = config.from_env()  # the app's own instance folder: the default SQLite store is the one checked
     except ConfigError as e:
         click.echo(_line(checks.Result(checks.FAIL, "configuration", str(e),
-                                       "set it in the environment (see SPEC.md, Configuration)")))
+                                       "set it in the environment (see the README, Configuration)")))
         raise SystemExit(1) from e
     click.echo(_line(checks.Result(
         checks.OK, "configuration",

@@ -1,4 +1,4 @@
-"""What can go wrong talking to TaskRouter, each with its HTTP meaning (SPEC error codes)."""
+"""What can go wrong talking to TaskRouter, each with its HTTP meaning (codes in docs/http-api.md)."""
 
 from __future__ import annotations
 

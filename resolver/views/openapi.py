@@ -1,7 +1,8 @@
-"""The OpenAPI 3.1 description of the HTTP API (SPEC.md "HTTP endpoints"), served at /api/v1/openapi.json.
+"""The OpenAPI 3.1 description of the HTTP API (docs/http-api.md), served at /api/v1/openapi.json.
 
-Built from data here so it states exactly SPEC's status codes and error shape; `tests/views/test_openapi.py` runs
-schemathesis against a live gunicorn with it, so a response the document does not describe fails the build.
+Built from data here so it states exactly the documented status codes and error shape;
+`tests/views/test_openapi.py` runs schemathesis against a live gunicorn with it, so a response the document
+does not describe fails the build.
 It names no secret and no upstream: only our own public URL.
 """
 
@@ -24,7 +25,7 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An error answer: SPEC's JSON shape, or a small HTML page for a browser navigation."""
+    """An error answer: the documented JSON shape, or a small HTML page for a browser navigation."""
     resp: dict[str, Any] = {
         "description": description,
         "content": {JSON: {"schema": _ref("Error")}, "text/html": {"schema": {"type": "string"}}},

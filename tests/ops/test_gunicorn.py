@@ -1,4 +1,4 @@
-"""The service as operators run it: gunicorn from the Procfile, driven over real HTTP through SPEC's table."""
+"""The service as operators run it: gunicorn from the Procfile, over real HTTP, through docs/http-api.md's endpoints."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The hostile-input corpus of SECURITY-BAR.md "Bad inputs every release must survive", as one table.
 
-Each row names the input, the status SPEC.md prescribes, and what may reach the outside: `upstream` says
+Each row names the input, the status docs/http-api.md prescribes, and what may reach the outside: `upstream` says
 whether a server that must stay untouched was asked ("none": its request log must not grow; "required": it
 must, which proves the counting works), `iam` whether Twilio's token validation may be asked. The servers
 watched depend on the row's world:
@@ -261,7 +261,7 @@ ROWS = [
     Row("service key: wrong", "POST", lambda w: "/api/v1/links", 401, iam=False,
         headers=lambda w: {"Authorization": "Bearer " + "s" * 39 + "t"}, body=links_body(key="x")),
     # --- headers ----------------------------------------------------------------------------------------
-    # RFC 9110 14.2 lets a server ignore a Range it will not serve; SPEC's 416 is for unsatisfiable ones.
+    # RFC 9110 14.2 lets a server ignore a Range it will not serve; our 416 is for unsatisfiable ones.
     *[Row(f"range: {name}", "GET", grant(), 200, upstream="required", serves=True,
           headers=(lambda v: lambda w: {"Range": v})(value), check=_whole_entity_without_range)
       for name, value in [("hundreds of ranges", HUNDREDS_OF_RANGES), ("start after end", "bytes=10-5"),

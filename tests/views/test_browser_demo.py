@@ -186,7 +186,7 @@ def _grant(demo: Demo, link: str) -> str:
 
 @pytest.mark.parametrize("entry", ["audio", "audio_encrypted"])
 def test_grant_opened_directly_in_a_tab_plays_and_seeks(browser: sync_api.Browser, demo: Demo, entry: str) -> None:
-    """SPEC: Chromium's media document re-requests the grant from inside itself; our CSP must allow that.
+    """Chromium's media document re-requests the grant from inside itself; our CSP must allow that.
     The encrypted recording (Voice Recording Encryption) is decrypted on the fly, seeks included."""
     context = browser.new_context()
     page = context.new_page()
