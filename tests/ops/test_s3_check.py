@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from resolver.cli import main
 from resolver.ops import checks
 from resolver.sources import TwilioContext, _source
-from tests.support.moto_s3 import BUCKET, MotoS3
+from tests.support.moto_s3 import BUCKET, MotoS3, s3_toml
 
 WRONG = "wrong-secret-for-the-check-" + "Q" * 13
 TWILIO = TwilioContext("https://api.twilio.com", "AC" + "0" * 32, ("AC", "x"))
@@ -63,22 +63,8 @@ def test_unreachable_store_says_which_host(signed, no_aws_chain, monkeypatch):
 
 def test_resolver_check_prints_each_s3_source_and_never_a_secret(env, signed, no_aws_chain, tmp_path: Path):
     path = Path(env["RESOLVER_SOURCES"])
-    path.write_text(path.read_text() + f"""
-[sources.archive]
-kind = "s3"
-bucket = "{BUCKET}"
-region = "us-east-1"
-prefix = "recordings/"
-endpoint_url = "{signed.url}"
-credentials = {{ access_key_env = "ARCHIVE_KEY_ID", secret_key_env = "ARCHIVE_SECRET" }}
-
-[sources.archive-wrong]
-kind = "s3"
-bucket = "{BUCKET}"
-region = "us-east-1"
-endpoint_url = "{signed.url}"
-credentials = {{ access_key_env = "ARCHIVE_KEY_ID", secret_key_env = "ARCHIVE_WRONG" }}
-""")
+    path.write_text(path.read_text() + s3_toml("archive", signed.url, content_types=())
+                    + s3_toml("archive-wrong", signed.url, secret_env="ARCHIVE_WRONG", prefix="", content_types=()))
     run_env = {**env, "ARCHIVE_KEY_ID": signed.key_id, "ARCHIVE_SECRET": signed.secret, "ARCHIVE_WRONG": WRONG}
     result = CliRunner().invoke(main, ["check"], env=run_env)
     out = result.output

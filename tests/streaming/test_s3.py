@@ -20,7 +20,7 @@ from resolver.access.signing import Link
 from resolver.errors import BadRequest, ConfigError
 from resolver.sources import upstream_url
 from tests.support.env import RECORDING, SERVICE_KEY, WORKER, issue_links, new_token
-from tests.support.moto_s3 import BUCKET, KEY, SID, SMALL, MotoS3
+from tests.support.moto_s3 import BUCKET, KEY, SID, SMALL, MotoS3, s3_toml
 
 WRONG_SECRET = "wrong-secret-" + "Z" * 27
 ESCAPES = ["../outside.wav", "..", "a/../../outside.wav", "%2e%2e/outside.wav", "..%2foutside.wav",
@@ -29,41 +29,10 @@ ESCAPES = ["../outside.wav", "..", "a/../../outside.wav", "%2e%2e/outside.wav", 
 
 
 def s3_sources(signed: MotoS3, open_: MotoS3) -> str:
-    return f"""
-[sources.archive]
-kind = "s3"
-bucket = "{BUCKET}"
-region = "us-east-1"
-prefix = "recordings/"
-endpoint_url = "{signed.url}"
-credentials = {{ access_key_env = "ARCHIVE_KEY_ID", secret_key_env = "ARCHIVE_SECRET" }}
-content_types = ["audio/x-wav", "audio/mpeg"]
-
-[sources.archive-wrong]
-kind = "s3"
-bucket = "{BUCKET}"
-region = "us-east-1"
-prefix = "recordings/"
-endpoint_url = "{signed.url}"
-credentials = {{ access_key_env = "ARCHIVE_KEY_ID", secret_key_env = "ARCHIVE_WRONG" }}
-
-[sources.archive-chain]
-kind = "s3"
-bucket = "{BUCKET}"
-region = "us-east-1"
-prefix = "recordings/"
-endpoint_url = "{signed.url}"
-content_types = ["audio/x-wav"]
-
-[sources.archive-presign]
-kind = "s3"
-bucket = "{BUCKET}"
-region = "us-east-1"
-prefix = "recordings/"
-endpoint_url = "{open_.url}"
-credentials = {{ access_key_env = "ARCHIVE_KEY_ID", secret_key_env = "ARCHIVE_SECRET" }}
-delivery = "presign"
-"""
+    return (s3_toml("archive", signed.url, content_types=("audio/x-wav", "audio/mpeg"))
+            + s3_toml("archive-wrong", signed.url, secret_env="ARCHIVE_WRONG", content_types=())
+            + s3_toml("archive-chain", signed.url, secret_env=None)
+            + s3_toml("archive-presign", open_.url, content_types=(), delivery="presign"))
 
 
 @pytest.fixture

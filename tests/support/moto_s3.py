@@ -58,6 +58,20 @@ class MotoS3:
             self.proc.wait(timeout=10)
 
 
+def s3_toml(name: str, endpoint: str, *, secret_env: str | None = "ARCHIVE_SECRET", prefix: str = "recordings/",  # noqa: S107 - the name of a variable
+            content_types: tuple[str, ...] = ("audio/x-wav",), delivery: str = "") -> str:
+    """One `s3` source for a sources file; `secret_env=None` leaves credentials to AWS's standard chain."""
+    lines = [f"[sources.{name}]", 'kind = "s3"', f'bucket = "{BUCKET}"', f'region = "{REGION}"']
+    lines += [f'prefix = "{prefix}"'] if prefix else []
+    lines.append(f'endpoint_url = "{endpoint}"')
+    if secret_env:
+        lines.append(f'credentials = {{ access_key_env = "ARCHIVE_KEY_ID", secret_key_env = "{secret_env}" }}')
+    if content_types:
+        lines.append("content_types = [" + ", ".join(f'"{t}"' for t in content_types) + "]")
+    lines += [f'delivery = "{delivery}"'] if delivery else []
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def start_moto(log_path: Path, *, auth: bool, objects: dict[str, tuple[bytes, str]]) -> MotoS3:
     """A moto server holding BUCKET with `objects`; with `auth`, verifying SigV4 for its one IAM key."""
     with open(log_path, "wb") as log:

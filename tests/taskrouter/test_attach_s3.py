@@ -15,23 +15,10 @@ from resolver.access.signing import Signer
 from resolver.cli import main
 from resolver.demo.fake_taskrouter import recording
 from tests.support.env import RECORDING
-from tests.support.moto_s3 import BUCKET, KEY, SID, MotoS3
+from tests.support.moto_s3 import KEY, SID, s3_toml
 from tests.support.taskrouter import SOURCES_TOML, WS, WT, env_for, sid
 
 CA1 = sid("CA", 1)
-
-
-def s3_toml(server: MotoS3, name: str = "archive") -> str:
-    return f"""
-[sources.{name}]
-kind = "s3"
-bucket = "{BUCKET}"
-region = "us-east-1"
-prefix = "recordings/"
-endpoint_url = "{server.url}"
-credentials = {{ access_key_env = "ARCHIVE_KEY_ID", secret_key_env = "ARCHIVE_SECRET" }}
-content_types = ["audio/x-wav"]
-"""
 
 
 @pytest.fixture
@@ -51,7 +38,7 @@ def attach(*args: str):  # type: ignore[no-untyped-def]
 
 
 def test_keep_defaults_links_the_call_recording_through_the_s3_source(s3_attach_env, tr_fake, signed):
-    env = s3_attach_env(SOURCES_TOML + s3_toml(signed))
+    env = s3_attach_env(SOURCES_TOML + s3_toml("archive", signed.url))
     task = tr_fake.add_task(WS, WT, json.dumps({"call_sid": CA1}))
     tr_fake.recordings[CA1] = [recording(SID, call_sid=CA1, channels=2)]
     result = attach("--recording-source", "archive")
@@ -75,7 +62,7 @@ def test_keep_defaults_links_the_call_recording_through_the_s3_source(s3_attach_
 
 
 def test_the_only_s3_source_is_the_default_without_a_twilio_recording_source(s3_attach_env, tr_fake, signed):
-    s3_attach_env(s3_toml(signed))
+    s3_attach_env(s3_toml("archive", signed.url))
     task = tr_fake.add_task(WS, WT, json.dumps({"call_sid": CA1}))
     tr_fake.recordings[CA1] = [recording(SID, call_sid=CA1)]
     assert attach().exit_code == 0
@@ -83,7 +70,7 @@ def test_the_only_s3_source_is_the_default_without_a_twilio_recording_source(s3_
 
 
 def test_a_recording_source_of_another_kind_is_refused(s3_attach_env, tr_fake, signed):
-    s3_attach_env(SOURCES_TOML + s3_toml(signed))
+    s3_attach_env(SOURCES_TOML + s3_toml("archive", signed.url))
     tr_fake.add_task(WS, WT, json.dumps({"call_sid": CA1}))
     tr_fake.recordings[CA1] = [recording(SID, call_sid=CA1)]
     result = attach("--recording-source", "crm")
@@ -91,7 +78,7 @@ def test_a_recording_source_of_another_kind_is_refused(s3_attach_env, tr_fake, s
 
 
 def test_two_s3_sources_and_no_twilio_one_must_be_chosen(s3_attach_env, tr_fake, signed):
-    s3_attach_env(s3_toml(signed) + s3_toml(signed, "copies"))
+    s3_attach_env(s3_toml("archive", signed.url) + s3_toml("copies", signed.url))
     tr_fake.add_task(WS, WT, json.dumps({"call_sid": CA1}))
     tr_fake.recordings[CA1] = [recording(SID, call_sid=CA1)]
     result = attach()
