@@ -73,6 +73,21 @@ def app(settings: config.Settings) -> Iterator[Flask]:
 
 
 @pytest.fixture
+def make_client(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Test clients of apps built from the test settings with some overridden; closed after the test."""
+    apps = []
+
+    def build(**overrides: str):  # type: ignore[no-untyped-def]
+        app = create_app(config.from_env({**env, **overrides}))
+        apps.append(app)
+        return app.test_client()
+
+    yield build
+    for app in apps:
+        app.extensions["resolver"].close()
+
+
+@pytest.fixture
 def client(app: Flask):  # type: ignore[no-untyped-def]
     return app.test_client()
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from resolver import config, create_app
+from resolver import config
 from resolver.access import limits
 from resolver.access.limits import Rate, client_key, hit
 from resolver.errors import ConfigError, RateLimited
@@ -23,20 +23,6 @@ def frozen(monkeypatch) -> float:
     now = math.floor(time.time() / HOUR) * HOUR + 1
     monkeypatch.setattr(limits, "clock", lambda: now)
     return now
-
-
-@pytest.fixture
-def make_client(env):  # type: ignore[no-untyped-def]
-    apps = []
-
-    def build(**overrides: str):  # type: ignore[no-untyped-def]
-        app = create_app(config.from_env({**env, **overrides}))
-        apps.append(app)
-        return app.test_client()
-
-    yield build
-    for app in apps:
-        app.extensions["resolver"].close()
 
 
 def audit_records(env: dict) -> list[dict]:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
-from resolver import config, create_app
 from resolver.access import revocation
 from resolver.access.signing import Signer
 from resolver.cli import main
@@ -18,20 +17,6 @@ from tests.support.env import KEYS, RECORDING_SID, SERVICE_KEY, WORKER, free_por
 
 TASK_A, TASK_B = "WT" + "a" * 32, "WT" + "b" * 32
 SERVICE = {"Authorization": f"Bearer {SERVICE_KEY}"}
-
-
-@pytest.fixture
-def make_client(env):  # type: ignore[no-untyped-def]
-    apps = []
-
-    def build(**overrides: str):  # type: ignore[no-untyped-def]
-        app = create_app(config.from_env({**env, **overrides}))
-        apps.append(app)
-        return app.test_client()
-
-    yield build
-    for app in apps:
-        app.extensions["resolver"].close()
 
 
 def local(url: str) -> str:
