@@ -20,7 +20,7 @@ import requests
 
 from resolver.access.signing import Signer
 from tests.support.env import base_env, start_gunicorn, stop_gunicorn
-from tests.support.hostile import BLOB, BLOB_SHA, ETAG, HOSTILE_TOKEN, mint, stream_env
+from tests.support.hostile import BLOB, BLOB_SHA, ETAG, HOSTILE_TOKEN, mint, raw_get, stream_env
 
 SIZE = len(BLOB)
 
@@ -41,30 +41,6 @@ def grant(server):
 
     signer = Signer(KEYS)
     return lambda key, source="hostile": server.url + mint(signer, source, key)
-
-
-def raw_get(url: str, headers: dict[str, str] | None = None, timeout: float = 15) -> tuple[int, dict, bytes]:
-    """GET over a bare socket and read until the server closes: exactly what reached the wire."""
-    rest = url.split("://", 1)[1]
-    hostport, path = rest.split("/", 1)
-    host, port = hostport.split(":")
-    lines = [f"GET /{path} HTTP/1.1", f"Host: {hostport}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        data = b""
-        while True:
-            try:
-                got = sock.recv(1 << 20)
-            except ConnectionResetError:
-                break
-            if not got:
-                break
-            data += got
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    hdrs = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
-    return int(status_line.split()[1]), hdrs, body
 
 
 def dechunk(body: bytes) -> tuple[bytes, bool]:

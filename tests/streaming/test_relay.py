@@ -32,7 +32,7 @@ from resolver.streaming import relay
 from resolver.streaming.upstream import StreamAborted, Transfer, new_session
 from resolver.streaming.upstream import Upstream as Streamer
 from tests.support.env import KEYS, base_env, start_gunicorn, stop_gunicorn
-from tests.support.hostile import BLOB, BLOB_SHA, Upstream, make_tls, mint, stream_env
+from tests.support.hostile import BLOB, BLOB_SHA, Upstream, make_tls, mint, raw_get, stream_env
 
 SIZE = len(BLOB)
 TLS_RECORD = 16 * 1024
@@ -122,27 +122,6 @@ def test_keep_alive_after_relayed_bodies(server, grant):
         a = s.get(grant("ok/a.mp3"), timeout=20)
         b = s.get(grant("ok/b.mp3"), headers={"Range": "bytes=5-1500004"}, timeout=20)
     assert a.content == BLOB and b.status_code == 206 and b.content == BLOB[5:1500005]
-
-
-def raw_get(url: str, timeout: float = 20) -> tuple[int, dict, bytes]:
-    """GET over a bare socket until the server closes: exactly what reached the wire."""
-    hostport, path = url.split("://", 1)[1].split("/", 1)
-    host, port = hostport.split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            try:
-                got = sock.recv(1 << 20)
-            except ConnectionResetError:
-                break
-            if not got:
-                break
-            data += got
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
-    return int(status_line.split()[1]), headers, body
 
 
 def test_a_short_upstream_body_cuts_the_connection_and_is_audited_incomplete(server, grant):

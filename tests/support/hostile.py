@@ -436,3 +436,27 @@ def mint(signer, source: str, key: str, channels: int | None = None) -> str:
     _, token = signer.sign_grant(link, identity="sup@example.com", worker="WK" + "2" * 32, issued_at=now,
                                  expires_at=now + 120)
     return f"/m/{token}"
+
+
+def raw_get(url: str, headers: dict[str, str] | None = None, timeout: float = 15) -> tuple[int, dict, bytes]:
+    """GET over a bare socket and read until the server closes: exactly what reached the wire."""
+    rest = url.split("://", 1)[1]
+    hostport, path = rest.split("/", 1)
+    host, port = hostport.split(":")
+    lines = [f"GET /{path} HTTP/1.1", f"Host: {hostport}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while True:
+            try:
+                got = sock.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not got:
+                break
+            data += got
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), hdrs, body
