@@ -30,6 +30,8 @@ def token_shaped(text: str) -> bool:
     parts, the first a JSON header) or one of our itsdangerous links and grants (base64 JSON payload, or
     `.` + zlib for compressed ones, then a signature). Known by what the parts decode to, not by a shape that
     real identities (`heyJude.lennon@example.com`) and keys (`calls/CA….RE…`) also have."""
+    if "." not in text:  # every token we know has a dot; only an authorization value may not
+        return ("Bearer" in text or "Basic" in text) and AUTH_VALUE.search(text) is not None
     return AUTH_VALUE.search(text) is not None or any(_run_is_token(run) for run in NOT_TOKEN_CHARS.split(text))
 
 
