@@ -1,4 +1,6 @@
-"""Serving Twilio-encrypted recordings as plaintext, for a `twilio-recording` source with `private_keys`.
+"""Serving Twilio-encrypted recordings as plaintext, for a `twilio-recording` source with `private_keys`, or an
+`s3` source with `private_keys` (Twilio's external storage: the ciphertext is the bucket's object, fetched with
+signed S3 GETs, while the encryption details still come from Twilio's recording resource).
 
 Per grant, the recording resource is read once (`.../Recordings/{RE}.json`) and its `encryption_details` kept
 in the shared store for the grant's life, sealed with AES-GCM under a key derived from the newest signing key
@@ -103,9 +105,9 @@ class EncryptedRecordings:
         return decrypt.parse_details(cached)
 
     def _read_resource(self, source: Source, key: str) -> dict:
-        url = recording_resource_url(source, key)
+        api, url = recording_resource_url(source, key)
         headers = {**policy.UPSTREAM_REQUEST_DEFAULTS, "Accept": "application/json"}
-        up = self.upstream.open(source, url, headers)
+        up = self.upstream.open(api, url, headers)
         try:
             if up.status_code != 200:
                 log.warning("source %s: the recording resource answered HTTP %d", source.name, up.status_code)
