@@ -253,3 +253,16 @@ def test_private_keys_stay_refused_on_http_and_redirect_sources(tmp_path, enc_en
                     f'private_keys = {{ {KEY_SID} = "{KEY_ENV}" }}\n')
     with pytest.raises(ConfigError, match="private_keys is for twilio-recording and s3 sources"):
         config.from_env({**enc_env, "RESOLVER_SOURCES": str(path)})
+
+
+def test_after_a_failed_tag_check_ranges_of_the_object_are_refused(client, grant, enc_env):
+    assert client.get(grant(S3_TAMPERED), headers={"Range": "bytes=0-99"}).status_code == 206
+    resp = client.get(grant(S3_TAMPERED), buffered=False)
+    with pytest.raises(StreamAborted):
+        for _ in resp.response:
+            pass
+    resp.close()
+    refused = client.get(grant(S3_TAMPERED), headers={"Range": "bytes=0-99"})
+    assert refused.status_code == 502 and refused.get_json()["error"]["code"] == "recording_integrity_failed"
+    assert grant_records(enc_env)[-1]["reason"] == "recording_integrity_failed"
+    assert client.get(grant(S3_ENC), headers={"Range": "bytes=0-99"}).status_code == 206
