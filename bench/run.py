@@ -21,6 +21,8 @@ from .client import afetch
 from .encrypted import SIZE as ENCRYPTED_SIZE
 from .encrypted import bench_encrypted
 from .report import Report, machine, plot, table, write_markdown
+from .s3 import SIZE as S3_SIZE
+from .s3 import bench_s3
 from .scenarios import MiB, bench_concurrency, bench_memory, bench_resolve, bench_seek, say
 from .stack import ROOT, Stack
 from .throughput import bench_throughput
@@ -33,6 +35,7 @@ SCENARIOS = {
     "4": ("resolve", bench_resolve),
     "5": ("seek", bench_seek),
     "6": ("encrypted recording", bench_encrypted),
+    "7": ("s3 object", bench_s3),
 }
 
 
@@ -69,7 +72,7 @@ def stop_py_spy(spies: list[subprocess.Popen]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each measure (default 3)")
-    parser.add_argument("--only", default="123456", help="which measures, e.g. 14 (default all)")
+    parser.add_argument("--only", default="1234567", help="which measures, e.g. 14 (default all)")
     parser.add_argument("--store", default="", help="RESOLVER_STORE (default: an SQLite file in the temp dir)")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="markdown report ('' for none)")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "ttfb-under-load.png"),
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     report = Report()
     with Stack(store=args.store, keep_tmp=args.keep_tmp,
-               recording_bytes=ENCRYPTED_SIZE if "6" in args.only else 0) as stack:
+               recording_bytes=ENCRYPTED_SIZE if "6" in args.only else 0,
+               s3_bytes=S3_SIZE if "7" in args.only else 0) as stack:
         workers = len(stack.workers())
         say(f"resolver on {stack.url} ({workers} workers), upstream on {stack.upstream_url}, temp {stack.tmp}")
         warm_up(stack)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import nginx, procs
 from .client import fetch
+from .s3 import S3Store
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT_SID = "AC" + "be" * 16
@@ -81,9 +82,11 @@ def make_cert(tmp: Path) -> tuple[str, str, str]:
 
 class Stack:
     def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, net_rate: int = 200 << 20,
-                 keep_tmp: bool = False, recording_bytes: int = 0) -> None:
+                 keep_tmp: bool = False, recording_bytes: int = 0, s3_bytes: int = 0) -> None:
         self.keep_tmp = keep_tmp
         self.recording_bytes = recording_bytes  # measure 6: a plain and an encrypted recording of this size
+        self.s3_bytes = s3_bytes  # measure 7: an object of this size in a moto S3 server (bench.s3)
+        self.s3: S3Store | None = None
         self.net_rate = net_rate
         self.tmp = Path(tempfile.mkdtemp(prefix="resolver-bench-"))
         self.rate = rate
@@ -135,6 +138,7 @@ class Stack:
                                      self.tmp / "fake_iam.log")
         self.children.append(iam)
         self.iam_url = f"http://127.0.0.1:{iam_port}"
+        s3_source, s3_env = self._s3_store()
         sources = self.tmp / "sources.toml"
         sources.write_text(
             f'[sources.bench]\nkind = "http"\nbase_url = "{self.upstream_url}/media/"\n'
@@ -144,7 +148,7 @@ class Stack:
             f'[sources.net]\nkind = "http"\nbase_url = "{self.upstream_url}/net/"\n'
             'content_types = ["audio/mpeg"]\n\n'
             f'[sources.tls]\nkind = "http"\nbase_url = "https://127.0.0.1:{self.tls_port}/media/"\n'
-            'content_types = ["audio/mpeg"]\n' + recording_source
+            'content_types = ["audio/mpeg"]\n' + recording_source + s3_source
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -169,6 +173,7 @@ class Stack:
             "RESOLVER_STORE": self.store,
             "RESOLVER_AUDIT_LOG": str(self.tmp / "audit.log"),
             **recording_env,
+            **s3_env,
             "RESOLVER_BENCH_UPSTREAM_CA": self.ca,
         })
         self.command = [a.replace("python:resolver.ops.gunicorn_config", "python:bench.gunicorn_trust")
@@ -197,6 +202,16 @@ class Stack:
         source = (f'\n[sources.recordings]\nkind = "twilio-recording"\nformat = "wav"\n'
                   f'private_keys = {{ {sid} = "BENCH_RECORDING_KEY" }}\n')
         return args, {"BENCH_RECORDING_KEY": private}, source
+
+    def _s3_store(self) -> tuple[str, dict[str, str]]:
+        """For measure 7: moto's S3 server (a child) holding the object, SigV4 on; the source and its env."""
+        if not self.s3_bytes:
+            return "", {}
+        moto, port = _start_child([sys.executable, "-m", "bench.s3"], self.tmp / "moto.log")
+        self.children.append(moto)
+        self.moto_pid = moto.pid
+        self.s3 = S3Store(f"http://127.0.0.1:{port}", self.s3_bytes)
+        return self.s3.source(), self.s3.env()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

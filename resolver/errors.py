@@ -98,6 +98,13 @@ class RecordingUnwrapFailed(UpstreamFailed):
     code, message = "recording_unwrap_failed", "This recording's content key could not be unwrapped."
 
 
+class RecordingIntegrityFailed(UpstreamFailed):
+    """A range of a recording whose whole-file GCM tag check failed recently: a part cannot be checked."""
+
+    code, message = ("recording_integrity_failed",
+                     "This recording failed its integrity check; it is not served until it verifies.")
+
+
 class RecordingEncryptionInvalid(UpstreamFailed):
     """Twilio's encryption details are malformed, of an unknown type, or do not fit the media."""
 

@@ -27,7 +27,7 @@ class Context:
     upstream: Upstream
     audit: AuditLog
     gate: Gate  # the access decisions, with the services above handed in
-    recordings: EncryptedRecordings  # twilio-recording sources with private_keys
+    recordings: EncryptedRecordings  # twilio-recording and s3 sources with private_keys
 
     def close(self) -> None:
         """Release sockets and files (tests and the demo build many apps in one process)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -35,6 +35,8 @@ BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
 PREFIX = re.compile(r"([A-Za-z0-9._~-]+/)*[A-Za-z0-9._~-]*")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# an s3 key for a Twilio recording: folders allowed, then the recording SID, then perhaps an extension
+_SID_KEY = re.compile(r"(?:[A-Za-z0-9._~-]+/)*(" + RECORDING_SID.pattern + r")(?:\.[A-Za-z0-9]{1,8})?")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Source:
     s3: S3Location | None = None  # s3 sources only
     # Voice Recording Encryption: (public key SID "CR...", its RSA private key) pairs; never printed or compared
     private_keys: tuple[tuple[str, rsa.RSAPrivateKey], ...] = field(default=(), repr=False, compare=False)
+    # s3 sources with private_keys: Twilio's recordings API, where the encryption details are read (Basic auth)
+    details_from: Source | None = field(default=None, repr=False, compare=False)
 
     def private_key(self, public_key_sid: str) -> rsa.RSAPrivateKey | None:
         """The private key configured for Twilio's public key SID, or None."""
@@ -91,6 +95,9 @@ def check_key(source: Source, key: object) -> str:
         if not RECORDING_SID.fullmatch(key):
             raise BadRequest("A twilio-recording key is a recording SID (RE + 32 hex digits).", code="bad_key")
         return key
+    if source.details_from is not None and not _SID_KEY.fullmatch(key):
+        raise BadRequest("An encrypted s3 source's key ends in a recording SID (RE + 32 hex digits, an "
+                         "extension allowed).", code="bad_key")
     segments = key.split("/")
     if not KEY_CHARS.fullmatch(key) or any(s in (".", "..") for s in segments):
         raise BadRequest(
@@ -115,12 +122,16 @@ def upstream_url(source: Source, key: str, *, channels: int | None = None) -> st
     return url
 
 
-def recording_resource_url(source: Source, key: str) -> str:
-    """The Twilio recording resource (JSON) for a recording SID of a twilio-recording source."""
+def recording_resource_url(source: Source, key: str) -> tuple[Source, str]:
+    """Where the recording resource (JSON) of a key is read, and with which source's credentials: a
+    twilio-recording source's own API, or for an s3 source with private_keys the Twilio API it names."""
     check_key(source, key)
-    if source.kind != "twilio-recording":
+    if source.kind == "twilio-recording":
+        return source, source.base_url + key + ".json"
+    match = _SID_KEY.fullmatch(key)
+    if source.details_from is None or match is None:
         raise BadRequest("Only Twilio recordings have a recording resource.", code="bad_key")
-    return source.base_url + key + ".json"
+    return source.details_from, source.details_from.base_url + match.group(1) + ".json"
 
 
 def _check_base_url(name: str, url: object, setting: str = "base_url") -> str:
@@ -245,8 +256,8 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
     if not isinstance(raw, dict):
         raise ConfigError(f"sources.{name} must be a table")
     kind = raw.get("kind")
-    if "private_keys" in raw and kind != "twilio-recording":
-        raise ConfigError(f"sources.{name}: private_keys is for twilio-recording sources")
+    if "private_keys" in raw and kind not in ("twilio-recording", "s3"):
+        raise ConfigError(f"sources.{name}: private_keys is for twilio-recording and s3 sources")
     if "max_uses" in raw and kind != "redirect":
         raise ConfigError(f"sources.{name}: max_uses is for redirect sources only (a stream makes many "
                           "Range requests per playback)")
@@ -258,17 +269,9 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
         if private_keys and fmt != "wav":
             raise ConfigError(f"sources.{name}: private_keys needs format = \"wav\" (Twilio serves encrypted "
                               "recordings as wav only)")
-        return Source(
-            name=name,
-            kind=kind,
-            base_url=f"{twilio.api_url}/2010-04-01/Accounts/{twilio.account_sid}/Recordings/",
-            suffix=f".{fmt}",
-            content_types=RECORDING_TYPES[fmt],
-            redirect_hosts=_redirect_hosts(name, raw),
-            max_bytes=_max_bytes(name, raw),
-            auth=("basic", *twilio.auth),
-            private_keys=private_keys,
-        )
+        return replace(_recordings_api(name, twilio), suffix=f".{fmt}", content_types=RECORDING_TYPES[fmt],
+                       redirect_hosts=_redirect_hosts(name, raw), max_bytes=_max_bytes(name, raw),
+                       private_keys=private_keys)
     if kind == "http":
         return Source(
             name=name,
@@ -284,6 +287,10 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
                       max_uses=_max_uses(name, raw))
     if kind == "s3":
         location = _s3_location(name, raw, env)
+        private_keys = _private_keys(env, name, raw.get("private_keys"))
+        if private_keys and location.delivery != "stream":
+            raise ConfigError(f"sources.{name}: private_keys needs delivery = \"stream\" (a presigned URL would "
+                              "hand the player the ciphertext)")
         return Source(
             name=name,
             kind=kind,
@@ -291,6 +298,8 @@ def _source(name: str, raw: object, env: Mapping[str, str], twilio: TwilioContex
             content_types=_str_list(name, raw, "content_types"),
             max_bytes=_max_bytes(name, raw),
             s3=location,
+            private_keys=private_keys,
+            details_from=_recordings_api(name, twilio) if private_keys else None,
         )
     raise ConfigError(f"sources.{name}: kind must be one of {', '.join(KINDS)}")
 
@@ -303,7 +312,8 @@ def _s3_location(name: str, raw: Mapping[str, object], env: Mapping[str, str]) -
     unknown = sorted(set(raw) - S3_FIELDS)
     if unknown:
         raise ConfigError(f"sources.{name}: {unknown[0]} is not a setting of s3 sources "
-                          "(bucket, region, prefix, endpoint_url, credentials, delivery, content_types, max_bytes)")
+                          "(bucket, region, prefix, endpoint_url, credentials, delivery, content_types, max_bytes, "
+                          "private_keys)")
     bucket, region, prefix = raw.get("bucket"), raw.get("region"), raw.get("prefix", "")
     if not isinstance(bucket, str) or not BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ConfigError(f"sources.{name}: bucket must be an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
@@ -355,6 +365,14 @@ def _bucket_url(name: str, loc: S3Location) -> str:
     if "." in loc.bucket:
         return f"https://s3.{loc.region}.amazonaws.com/{loc.bucket}/{prefix}"
     return f"https://{loc.bucket}.s3.{loc.region}.amazonaws.com/{prefix}"
+
+
+def _recordings_api(name: str, twilio: TwilioContext) -> Source:
+    """The account's Twilio recordings API (Basic auth): a twilio-recording source's base, and where an s3
+    source with private_keys reads its recordings' encryption details."""
+    return Source(name=name, kind="twilio-recording", content_types=("application/json",),
+                  base_url=f"{twilio.api_url}/2010-04-01/Accounts/{twilio.account_sid}/Recordings/",
+                  auth=("basic", *twilio.auth))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class FakeTwilio:
     tokens: dict[str, FlexUser] = field(default_factory=dict)
     recordings: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # "RE...": (body, content type)
     encryption: dict[str, dict] = field(default_factory=dict)  # "RE...": encryption_details (encrypted ones)
+    external: set[str] = field(default_factory=set)  # "RE...": media in the customer's bucket (resource only)
     resource_requests: list[str] = field(default_factory=list)  # SIDs whose recording resource was read
     validations: list[str] = field(default_factory=list)  # every token submitted, in order
     media_requests: list[dict] = field(default_factory=list)
@@ -71,6 +72,15 @@ class FakeTwilio:
         with self.lock:
             self.recordings[sid] = (body, "audio/x-wav")
             self.encryption[sid] = details
+
+    def add_external(self, sid: str, plaintext: bytes, public_key: rsa.RSAPublicKey, public_key_sid: str) -> bytes:
+        """An encrypted recording written to external storage: Twilio keeps only the resource (with its
+        `encryption_details`) and serves no media; the returned ciphertext is what goes into the bucket."""
+        body, details = encrypt_recording(plaintext, public_key, public_key_sid)
+        with self.lock:
+            self.external.add(sid)
+            self.encryption[sid] = details
+        return body
 
     def resource(self, account_sid: str, sid: str) -> dict:
         """The recording resource as the REST API shows it (the fields the resolver reads, and a few more)."""
@@ -144,7 +154,8 @@ class FakeTwilio:
             if not self.authorized():
                 return jsonify(code=20003, message="Authenticate", status=401), 401
             sid, _, ext = name.partition(".")
-            if account_sid != self.account_sid or sid not in self.recordings:
+            if account_sid != self.account_sid or sid not in self.recordings and (
+                    sid not in self.external or ext != "json"):
                 abort(404)
             if ext == "json":
                 with self.lock:

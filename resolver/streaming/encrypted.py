@@ -1,4 +1,6 @@
-"""Serving Twilio-encrypted recordings as plaintext, for a `twilio-recording` source with `private_keys`.
+"""Serving Twilio-encrypted recordings as plaintext, for a `twilio-recording` source with `private_keys`, or an
+`s3` source with `private_keys` (Twilio's external storage: the ciphertext is the bucket's object, fetched with
+signed S3 GETs, while the encryption details still come from Twilio's recording resource).
 
 Per grant, the recording resource is read once (`.../Recordings/{RE}.json`) and its `encryption_details` kept
 in the shared store for the grant's life, sealed with AES-GCM under a key derived from the newest signing key
@@ -9,7 +11,9 @@ it is by `Upstream`.
 The player sees an ordinary recording: lengths and ranges in plaintext terms (media minus the 16-byte tag),
 HEAD, 304 and 416 as for a plain one, and a seek fetches only the blocks it needs. A whole-file response is
 checked against the tag before its last piece is sent; if the tag fails, the connection is cut (short body),
-the transfer is audited `complete: false` with reason `tag_mismatch`, and operators get a log line.
+the transfer is audited `complete: false` with reason `tag_mismatch`, and operators get a log line; the failure
+is remembered (`FailedChecks`), and until a whole download of it verifies, ranges of that recording (which no tag
+can check) are refused with `502 recording_integrity_failed` instead of being served unchecked.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from .. import policy
 from ..access.signing import Grant
 from ..config import Settings
-from ..errors import RangeNotSatisfiable, RecordingEncryptionInvalid, UpstreamFailed
+from ..errors import RangeNotSatisfiable, RecordingEncryptionInvalid, RecordingIntegrityFailed, UpstreamFailed
 from ..sources import Source, recording_resource_url
 from ..store import Store, StoreError
 from . import decrypt
@@ -42,6 +46,8 @@ from .upstream import StreamAborted, Transfer, Upstream, _arrived, content_dispo
 log = logging.getLogger("resolver.encrypted")
 
 SEAL_CONTEXT = b"flex-media-resolver/recording-details/v1"
+FAILED_CONTEXT = b"flex-media-resolver/recording-integrity/v1"
+FAILED_FOR = 7 * 24 * 3600.0  # how long a failed tag check refuses that recording's ranges
 MAX_RESOURCE_BYTES = 64 * 1024  # a recording resource is about 1 KiB
 _PLAIN = {"encrypted": False}
 
@@ -87,10 +93,62 @@ class DetailsCache:
             log.warning("recording resource cache unavailable; continuing without it")
 
 
+class FailedChecks:
+    """Recordings whose whole-file tag check failed, in the shared store for FAILED_FOR seconds: a range of
+    them cannot be checked, so none is served (`recording_integrity_failed`) until a whole download verifies
+    again. Named by a keyed hash of (source, key) and sealed like the details, so the store can neither be
+    read for which recordings failed nor given a mark that opens, by whoever cannot derive the key."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.store = store
+        secret = hmac.new(settings.secret_keys[-1].encode(), FAILED_CONTEXT, hashlib.sha256).digest()
+        self._name_key = hmac.new(secret, b"name", hashlib.sha256).digest()
+        self._aead = AESGCM(hmac.new(secret, b"seal", hashlib.sha256).digest())
+
+    def __repr__(self) -> str:
+        return "<FailedChecks>"
+
+    def name(self, source: Source, key: str) -> str:
+        return "encf:" + hmac.new(self._name_key, f"{source.name}|{key}".encode(), hashlib.sha256).hexdigest()[:40]
+
+    def mark(self, source: Source, key: str) -> None:
+        name, nonce = self.name(source, key), os.urandom(12)
+        value = json.dumps({"failed_at": int(time.time())}).encode()
+        try:
+            self.store.put(name, nonce + self._aead.encrypt(nonce, value, name.encode()), FAILED_FOR)
+        except StoreError:
+            log.error("source %s: recording %s failed its integrity check but the store could not remember it; "
+                      "its ranges stay servable", source.name, key)
+
+    def failed(self, source: Source, key: str) -> bool:
+        name = self.name(source, key)
+        try:
+            raw = self.store.get(name)
+        except StoreError:
+            log.warning("source %s: the store is unavailable; recording %s's integrity mark cannot be read",
+                        source.name, key)
+            return False
+        if raw is None or len(raw) < 13:
+            return False
+        try:
+            self._aead.decrypt(raw[:12], raw[12:], name.encode())
+        except InvalidTag:
+            log.warning("source %s: an integrity mark for recording %s failed its seal; ignored", source.name, key)
+            return False
+        return True
+
+    def clear(self, source: Source, key: str) -> None:
+        try:
+            self.store.delete(self.name(source, key))
+        except StoreError:
+            pass
+
+
 class EncryptedRecordings:
     def __init__(self, settings: Settings, upstream: Upstream, store: Store) -> None:
         self.upstream = upstream
         self.cache = DetailsCache(settings, store)
+        self.failed = FailedChecks(settings, store)
 
     def details(self, source: Source, grant: Grant) -> decrypt.Details | None:
         """The recording's encryption details (None: a plain recording): cached for the grant, else read once."""
@@ -103,9 +161,9 @@ class EncryptedRecordings:
         return decrypt.parse_details(cached)
 
     def _read_resource(self, source: Source, key: str) -> dict:
-        url = recording_resource_url(source, key)
+        api, url = recording_resource_url(source, key)
         headers = {**policy.UPSTREAM_REQUEST_DEFAULTS, "Accept": "application/json"}
-        up = self.upstream.open(source, url, headers)
+        up = self.upstream.open(api, url, headers)
         try:
             if up.status_code != 200:
                 log.warning("source %s: the recording resource answered HTTP %d", source.name, up.status_code)
@@ -183,6 +241,11 @@ class EncryptedRecordings:
                 transfer.status, transfer.complete = 304, True
                 return Response(status=304, headers=headers, content_type=content_type)
             p = self._plan(up, asked)
+            if not p.whole and method != "HEAD" and self.failed.failed(source, recording):
+                # The tag failed on a whole download: an unchecked part of it is not served either.
+                log.warning("source %s: recording %s failed its integrity check earlier; range %s refused",
+                            source.name, recording, transfer.range or "(none)")
+                raise RecordingIntegrityFailed()
             status = 200 if up.status_code == 200 else 206
             headers["Content-Length"] = str(p.size)
             if status == 206:
@@ -235,8 +298,11 @@ class EncryptedRecordings:
                 transfer.bytes = sent
                 yield piece
             transfer.complete = sent == p.size
+            if p.whole and transfer.complete:
+                self.failed.clear(source, recording)  # verified whole: its ranges may be served again
         except decrypt.TagMismatch:
             transfer.reason = "tag_mismatch"
+            self.failed.mark(source, recording)
             log.error("source %s: recording %s failed its integrity check (GCM tag); the stream was cut off "
                       "after %d of %d bytes", source.name, recording, sent, p.size)
             raise StreamAborted("tag_mismatch") from None

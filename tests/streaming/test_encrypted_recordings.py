@@ -260,3 +260,65 @@ def test_no_key_material_in_any_output(client, grant, twilio, enc_env, caplog, c
     for secret in secrets:
         assert secret not in text
     assert "PRIVATE KEY" not in text and KEY_SID in repr(app_ctx.settings.sources["recordings"].key_sids)
+
+
+# --- a failed tag check is remembered -------------------------------------------------------------------------------
+def _drain_aborted(client, path: str) -> int:  # type: ignore[no-untyped-def]
+    resp = client.get(path, buffered=False)
+    got = 0
+    with pytest.raises(StreamAborted):
+        for chunk in resp.response:
+            got += len(chunk)
+    resp.close()
+    return got
+
+
+def test_after_a_failed_tag_check_its_ranges_are_refused(client, grant, enc_env, app, caplog):
+    caplog.set_level(logging.WARNING)
+    assert client.get(grant(TAMPERED), headers={"Range": "bytes=100-199"}).status_code == 206  # not known yet
+    assert _drain_aborted(client, grant(TAMPERED)) < SIZE
+    for header in ("bytes=100-199", "bytes=-10", f"bytes={SIZE // 2}-", f"bytes=16-{SIZE - 2}"):
+        resp = client.get(grant(TAMPERED), headers={"Range": header})  # new grants: the mark is the recording's
+        assert resp.status_code == 502, header
+        assert resp.get_json()["error"]["code"] == "recording_integrity_failed"
+    record = grant_records(enc_env)[-1]
+    assert (record["outcome"], record["reason"], record["status"]) == ("refused", "recording_integrity_failed", 502)
+    assert any("failed its integrity check earlier" in r.getMessage() and TAMPERED in r.getMessage()
+               for r in caplog.records)
+    # The whole file is still checked (and still cut off), HEAD still answers, other recordings are untouched.
+    assert _drain_aborted(client, grant(TAMPERED)) < SIZE
+    assert client.head(grant(TAMPERED)).status_code == 200
+    ok = client.get(grant(ENCRYPTED), headers={"Range": "bytes=100-199"})
+    assert ok.status_code == 206 and ok.data == PLAINTEXT[100:200]
+    # The mark is in the shared store: another instance on the same store refuses too.
+    other = create_app(config.from_env(enc_env))
+    try:
+        other_path = mint(other.extensions["resolver"].signer, "recordings", TAMPERED)
+        assert other.test_client().get(other_path, headers={"Range": "bytes=0-9"}).status_code == 502
+    finally:
+        other.extensions["resolver"].close()
+
+
+def test_the_mark_is_sealed_and_cleared_by_a_whole_download_that_verifies(client, grant, app, twilio):
+    from enc_fixtures import _flip
+
+    failed = app.extensions["resolver"].recordings.failed
+    source = app.extensions["resolver"].settings.sources["recordings"]
+    store = app.extensions["resolver"].store
+    _drain_aborted(client, grant(TAMPERED_TAG))
+    name = failed.name(source, TAMPERED_TAG)
+    raw = store.get(name)
+    assert raw is not None and TAMPERED_TAG.encode() not in raw and TAMPERED_TAG not in name
+    store.put(name, b"\x00" * 40, 60)  # a planted mark that does not open under the seal is ignored
+    assert client.get(grant(TAMPERED_TAG), headers={"Range": "bytes=0-9"}).status_code == 206
+    _drain_aborted(client, grant(TAMPERED_TAG))
+    assert client.get(grant(TAMPERED_TAG), headers={"Range": "bytes=0-9"}).status_code == 502
+    _flip(TAMPERED_TAG, twilio, len(PLAINTEXT) + 15)  # the operator restores the media
+    try:
+        whole = client.get(grant(TAMPERED_TAG))
+        assert whole.status_code == 200 and whole.data == PLAINTEXT
+        whole.close()
+        again = client.get(grant(TAMPERED_TAG), headers={"Range": "bytes=0-9"})
+        assert again.status_code == 206 and again.data == PLAINTEXT[:10]
+    finally:
+        _flip(TAMPERED_TAG, twilio, len(PLAINTEXT) + 15)

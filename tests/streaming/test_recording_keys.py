@@ -91,7 +91,7 @@ def test_a_bad_key_stops_start_up_with_one_line_naming_source_and_sid(tmp_path, 
     (recordings(keys=f"{{ {KEY_SID} = 3 }}"), "must name an environment variable"),
     (recordings(keys="{}"), "private_keys must be a table"),
     ('[sources.t]\nkind = "http"\nbase_url = "https://s.example.com/"\n'
-     f'private_keys = {{ {KEY_SID} = "{KEY_ENV}" }}\n', "private_keys is for twilio-recording sources"),
+     f'private_keys = {{ {KEY_SID} = "{KEY_ENV}" }}\n', "private_keys is for twilio-recording and s3 sources"),
 ])
 def test_private_keys_misconfigurations_stop_start_up(tmp_path, env, body, expected):
     with pytest.raises(ConfigError, match=expected):
