@@ -26,9 +26,12 @@ class StreamCut(ConnectionResetError):
 
 
 class Watch(Protocol):
-    """Told of each chunk a stream sends; answers a reason to cut the stream now, or None."""
+    """Told of each chunk a stream sends; answers a reason to cut the stream now, or None. `ended()` when the
+    body is over, however it ended (the upstream is closed by then)."""
 
     def tick(self, sent: int) -> str | None: ...
+
+    def ended(self) -> None: ...
 
 
 def watched(watch: Watch | None, sent: int) -> None:

@@ -35,7 +35,8 @@ from ..config import Settings
 from ..errors import RangeNotSatisfiable, RecordingEncryptionInvalid, UpstreamFailed
 from ..sources import Source, recording_resource_url
 from ..store import Store, StoreError
-from . import decrypt
+from . import decrypt, relay
+from .cuts import SendTimeout, StreamCut, Watch, watched
 from .http_range import ByteRange, Unsatisfiable, content_range, entity_length, parse_range
 from .upstream import StreamAborted, Transfer, Upstream, _arrived, content_disposition, forwarded_headers
 
@@ -134,12 +135,12 @@ class EncryptedRecordings:
 
     def response(
         self, source: Source, grant: Grant, url: str, *, method: str, client_headers: Mapping[str, str],
-        filename: str, transfer: Transfer,
+        filename: str, transfer: Transfer, client: relay.Client | None = None, watch: Watch | None = None,
     ) -> Response:
         details = self.details(source, grant)
         if details is None:  # a plain recording on an encrypting source: served as it is
             return self.upstream.response(source, url, method=method, client_headers=client_headers,
-                                          filename=filename, transfer=transfer)
+                                          filename=filename, transfer=transfer, client=client, watch=watch)
         try:
             key = decrypt.unwrap(source, details)
         except UpstreamFailed as e:
@@ -147,11 +148,12 @@ class EncryptedRecordings:
                         grant.key, details.public_key_sid, e.code)
             raise
         return self._decrypted(source, url, key, method=method, client_headers=client_headers,
-                               filename=filename, transfer=transfer, recording=grant.key)
+                               filename=filename, transfer=transfer, recording=grant.key,
+                               sending=(client.sock if client is not None else None, watch))
 
     def _decrypted(
         self, source: Source, url: str, key: decrypt.ContentKey, *, method: str, client_headers: Mapping[str, str],
-        filename: str, transfer: Transfer, recording: str,
+        filename: str, transfer: Transfer, recording: str, sending: tuple[object, Watch | None] = (None, None),
     ) -> Response:
         transfer.range = client_headers.get("Range", "")[:100]
         try:
@@ -200,7 +202,7 @@ class EncryptedRecordings:
         except BaseException:
             up.close()
             raise
-        body = self._body(source, up, chunks, key, p, transfer, recording)
+        body = self._body(source, up, chunks, key, p, transfer, recording, *sending)
         resp = Response(body, status=status, headers=headers, content_type=content_type)
         resp.call_on_close(up.close)
         return resp
@@ -223,18 +225,30 @@ class EncryptedRecordings:
 
     def _body(
         self, source: Source, up: requests.Response, chunks: Iterator[bytes], key: decrypt.ContentKey,
-        p: decrypt.Plan, transfer: Transfer, recording: str,
+        p: decrypt.Plan, transfer: Transfer, recording: str, sock: object = None, watch: Watch | None = None,
     ) -> Iterator[bytes]:
         pieces = decrypt.decrypted(chunks, key, p)
         if p.whole:
             pieces = decrypt.held_back(pieces)
         sent = 0
+        sending = SendTimeout(sock)  # the WSGI loop's send idle timeout, as in upstream.py
         try:
             for piece in pieces:
                 sent += len(piece)
                 transfer.bytes = sent
+                watched(watch, len(piece))
+                sending.before_yield()
                 yield piece
             transfer.complete = sent == p.size
+        except GeneratorExit:
+            if sending.stalled():
+                transfer.reason = "client_stalled"
+                log.warning("source %s: stream cut after %d bytes: client_stalled", source.name, sent)
+            raise
+        except StreamCut as e:
+            transfer.reason = e.reason
+            log.warning("source %s: stream cut after %d bytes: %s", source.name, sent, e.reason)
+            raise
         except decrypt.TagMismatch:
             transfer.reason = "tag_mismatch"
             log.error("source %s: recording %s failed its integrity check (GCM tag); the stream was cut off "
@@ -246,6 +260,9 @@ class EncryptedRecordings:
             raise StreamAborted(type(e).__name__) from None
         finally:
             up.close()
+            sending.restore()
+            if watch is not None:
+                watch.ended()
 
 
 def _cipher_total(err: RangeNotSatisfiable) -> int | None:

@@ -342,6 +342,8 @@ class Upstream:
         finally:
             up.close()  # at once, whatever ended the stream
             sending.restore()
+            if watch is not None:
+                watch.ended()
 
     def _length(self, source: Source, url: str) -> int | None:
         """The entity's size, for the Content-Range of a 416: one byte asked of the upstream, then closed."""
