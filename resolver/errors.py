@@ -82,6 +82,17 @@ class RateLimited(ResolverError):
         self.headers = {"Retry-After": str(max(1, int(retry_after)))}
 
 
+class TooManyStreams(ResolverError):
+    """More streams open at once than policy.MAX_STREAMS_PER_GRANT or MAX_STREAMS_PER_IDENTITY allow."""
+
+    status, code = 429, "too_many_streams"
+
+    def __init__(self, budget: str) -> None:
+        super().__init__(f"Too many streams of this {'media link' if budget == 'grant' else 'user'} are open at "
+                         "once; close one and try again.")
+        self.headers = {"Retry-After": "5"}
+
+
 class UpstreamFailed(ResolverError):
     status, code, message = 502, "upstream_error", "The media store failed to deliver this media."
 

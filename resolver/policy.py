@@ -140,3 +140,21 @@ BODY_LIMITS = {
     "tasks.taskrouter_hook": 64 * 1024,
 }
 DEFAULT_BODY_LIMIT = 8 * 1024  # every other endpoint (GETs carry no body)
+
+# Streams end when access ends (issue 16). A client that accepts no bytes for this many seconds (its socket
+# stays unwritable) has its stream cut, audited `complete: false` with reason `client_stalled`, and the
+# upstream connection closed at once. On the WSGI loop (chunked upstreams) the limit is per chunk written
+# (gevent's sendall deadline), on the relay per send that makes no progress at all.
+CLIENT_SEND_IDLE_TIMEOUT = 30.0
+# A running stream re-checks revocation (and renews its stream slots) at least this often, in seconds or in
+# bytes relayed, whichever comes first: never per chunk, so the relay stays fast.
+STREAM_RECHECK_SECONDS = 2.0
+STREAM_RECHECK_BYTES = 8 * 1024 * 1024
+# Concurrent streams (GET and HEAD on /m that reach the upstream), counted in the shared store across every
+# worker and instance. A player opens one or two at a time per grant; a supervisor a few grants at once.
+MAX_STREAMS_PER_GRANT = 6
+MAX_STREAMS_PER_IDENTITY = 12
+# A stream slot is a lease that expires unless renewed: a worker killed mid-stream frees its slots after at
+# most this long (more when the upstream idle timeout is longer: a lease always outlives the longest wait
+# between two renewals).
+STREAM_SLOT_TTL = 60.0

@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from .. import policy
 from ..audit.log import AuditLog
 from ..config import Settings
 from ..errors import BadGrant, NotFound, ResolverError, Revoked, Unauthenticated
 from ..sources import Source, upstream_url
 from ..store import Store
 from ..timefmt import utc_z
-from . import limits
+from . import limits, streams
 from .flex_auth import FlexUser, TokenValidator
 from .signing import Grant, Link, Signer
 
@@ -123,6 +124,20 @@ class Gate:
         if opened.redirect:
             limits.count_use(self.store, grant, source)
         return opened
+
+
+    def hold_stream(self, opened: Opened) -> streams.Held:
+        """A slot of the grant's and of the identity's concurrent streams (429 too_many_streams when full);
+        the lease outlives the longest wait between two renewals (an upstream or a client idle timeout)."""
+        ttl = max(policy.STREAM_SLOT_TTL, self.settings.read_timeout + policy.CLIENT_SEND_IDLE_TIMEOUT
+                  + policy.STREAM_RECHECK_SECONDS + 5)
+        return streams.hold(self.store, opened.grant, ttl)
+
+    def watch_stream(self, opened: Opened, held: streams.Held | None) -> streams.StreamWatch:
+        """What a running stream re-checks: revocation of its grant, and its slots' leases."""
+        g = opened.grant
+        return streams.StreamWatch(partial(self.check_revocation, link_id=g.link, task=g.task,
+                                           identity=g.identity, issued_at=g.issued_at), held)
 
 
 def resolve_fields(via: str, outcome: str, reason: str, user: FlexUser | None, link: Link | None,

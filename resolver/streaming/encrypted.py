@@ -39,7 +39,8 @@ from ..config import Settings
 from ..errors import RangeNotSatisfiable, RecordingEncryptionInvalid, RecordingIntegrityFailed, UpstreamFailed
 from ..sources import Source, recording_resource_url
 from ..store import Store, StoreError
-from . import decrypt
+from . import decrypt, relay
+from .cuts import SendTimeout, StreamCut, Watch, watched
 from .http_range import ByteRange, Unsatisfiable, content_range, entity_length, parse_range
 from .upstream import StreamAborted, Transfer, Upstream, _arrived, content_disposition, forwarded_headers
 
@@ -192,12 +193,12 @@ class EncryptedRecordings:
 
     def response(
         self, source: Source, grant: Grant, url: str, *, method: str, client_headers: Mapping[str, str],
-        filename: str, transfer: Transfer,
+        filename: str, transfer: Transfer, client: relay.Client | None = None, watch: Watch | None = None,
     ) -> Response:
         details = self.details(source, grant)
         if details is None:  # a plain recording on an encrypting source: served as it is
             return self.upstream.response(source, url, method=method, client_headers=client_headers,
-                                          filename=filename, transfer=transfer)
+                                          filename=filename, transfer=transfer, client=client, watch=watch)
         try:
             key = decrypt.unwrap(source, details)
         except UpstreamFailed as e:
@@ -205,11 +206,12 @@ class EncryptedRecordings:
                         grant.key, details.public_key_sid, e.code)
             raise
         return self._decrypted(source, url, key, method=method, client_headers=client_headers,
-                               filename=filename, transfer=transfer, recording=grant.key)
+                               filename=filename, transfer=transfer, recording=grant.key,
+                               sending=(client.sock if client is not None else None, watch))
 
     def _decrypted(
         self, source: Source, url: str, key: decrypt.ContentKey, *, method: str, client_headers: Mapping[str, str],
-        filename: str, transfer: Transfer, recording: str,
+        filename: str, transfer: Transfer, recording: str, sending: tuple[object, Watch | None] = (None, None),
     ) -> Response:
         transfer.range = client_headers.get("Range", "")[:100]
         try:
@@ -263,7 +265,7 @@ class EncryptedRecordings:
         except BaseException:
             up.close()
             raise
-        body = self._body(source, up, chunks, key, p, transfer, recording)
+        body = self._body(source, up, chunks, key, p, transfer, recording, *sending)
         resp = Response(body, status=status, headers=headers, content_type=content_type)
         resp.call_on_close(up.close)
         return resp
@@ -286,20 +288,32 @@ class EncryptedRecordings:
 
     def _body(
         self, source: Source, up: requests.Response, chunks: Iterator[bytes], key: decrypt.ContentKey,
-        p: decrypt.Plan, transfer: Transfer, recording: str,
+        p: decrypt.Plan, transfer: Transfer, recording: str, sock: object = None, watch: Watch | None = None,
     ) -> Iterator[bytes]:
         pieces = decrypt.decrypted(chunks, key, p)
         if p.whole:
             pieces = decrypt.held_back(pieces)
         sent = 0
+        sending = SendTimeout(sock)  # the WSGI loop's send idle timeout, as in upstream.py
         try:
             for piece in pieces:
                 sent += len(piece)
                 transfer.bytes = sent
+                watched(watch, len(piece))
+                sending.before_yield()
                 yield piece
             transfer.complete = sent == p.size
             if p.whole and transfer.complete:
                 self.failed.clear(source, recording)  # verified whole: its ranges may be served again
+        except GeneratorExit:
+            if sending.stalled():
+                transfer.reason = "client_stalled"
+                log.warning("source %s: stream cut after %d bytes: client_stalled", source.name, sent)
+            raise
+        except StreamCut as e:
+            transfer.reason = e.reason
+            log.warning("source %s: stream cut after %d bytes: %s", source.name, sent, e.reason)
+            raise
         except decrypt.TagMismatch:
             transfer.reason = "tag_mismatch"
             self.failed.mark(source, recording)
@@ -312,6 +326,9 @@ class EncryptedRecordings:
             raise StreamAborted(type(e).__name__) from None
         finally:
             up.close()
+            sending.restore()
+            if watch is not None:
+                watch.ended()
 
 
 def _cipher_total(err: RangeNotSatisfiable) -> int | None:

@@ -4,10 +4,11 @@ Under gunicorn's gevent worker the client socket is `environ["gunicorn.socket"]`
 response for the access log (`%(B)s` is its `sent`) is the one whose `start_response` the app was called with.
 `capture_server_response` records it in the environ; `client_of` hands it to the view. Then `send_rest` reads
 the rest of the body into one reused 1 MiB buffer (`readinto1`: whatever has arrived, up to 1 MiB, after what
-http.client already buffered) and writes it with `sendall`, counting the bytes itself and stopping exactly at
-the length the upstream promised. Over TLS each read returns one record (16 KiB at most) whatever the buffer
-size, so after the first read the buffer is filled, without waiting, from records that have already arrived
-(`pending()` bytes and whatever is in the kernel), and only then written.
+http.client already buffered) and writes it with `send` calls (each waits at most the client socket's
+timeout, an idle timeout), counting the bytes itself and stopping exactly at the length the upstream promised.
+Over TLS each read returns one record (16 KiB at most) whatever the buffer size, so after the first read the
+buffer is filled, without waiting, from records that have already arrived (`pending()` bytes and whatever is
+in the kernel), and only then written.
 
 What stays the caller's: the header phase, the first chunk (read before answering, so a stall or a break is
 still a 504/502), the size limit, the audit record. Anything the fast path cannot vouch for (a chunked or
@@ -40,6 +41,10 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
 class ShortBody(Exception):
     """The upstream closed before it sent the length it promised."""
+
+
+class ClientStalled(Exception):
+    """The client accepted no bytes for the client socket's timeout (policy.CLIENT_SEND_IDLE_TIMEOUT)."""
 
 
 class ClientGone(Exception):
@@ -94,8 +99,10 @@ def upstream_reader(up_raw: Any) -> tuple[Any, Any] | None:
 def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[int], None]) -> None:
     """Relay exactly `remaining` more body bytes; `progress(n)` after each write with the bytes it wrote.
 
-    Raises ShortBody or the upstream's OSError when the upstream fails (the caller cuts the stream), and
-    ClientGone when the client does; returns only once every promised byte was written."""
+    Raises ShortBody or the upstream's OSError when the upstream fails (the caller cuts the stream),
+    ClientGone when the client does, ClientStalled when a send waited the client socket's whole timeout
+    without the client taking a byte, and whatever `progress` raises; returns only once every promised byte
+    was written."""
     reader = upstream_reader(up_raw)
     if reader is None:
         raise RuntimeError("send_rest needs a urllib3 response over http.client")
@@ -114,7 +121,9 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
         if tls and n < want and want >= _DIRECT_FILL_MIN:
             n += _fill_arrived(up_sock, view[n:want])
         try:
-            out.sendall(view[:n])
+            _send_all(out, view[:n])
+        except TimeoutError:
+            raise ClientStalled() from None
         except OSError as e:
             raise ClientGone(e) from None
         counted.sent += n
@@ -123,6 +132,14 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
         if n == len(buf) < BUF and remaining > 0:
             buf = bytearray(min(BUF, remaining))
             view = memoryview(buf)
+
+
+def _send_all(sock: Any, view: memoryview) -> None:
+    """sendall as a loop of sends: the socket's timeout then bounds each wait for the client to take *any*
+    bytes (an idle timeout), where gevent's sendall would apply it to the whole buffer."""
+    sent = 0
+    while sent < len(view):
+        sent += sock.send(view[sent:])
 
 
 def _fill_arrived(sock: Any, view: memoryview) -> int:

@@ -31,6 +31,7 @@ from ..config import Settings
 from ..errors import NotFound, RangeNotSatisfiable, UpstreamFailed, UpstreamTimeout
 from ..sources import Source
 from . import redirects, relay, s3
+from .cuts import SendTimeout, StreamCut, Watch, watched
 from .guarded_http import blocked, new_guarded_session
 from .http_range import ByteRange, Unsatisfiable, entity_length, parse_range, part_matches
 
@@ -201,9 +202,10 @@ class Upstream:
 
     def response(
         self, source: Source, url: str, *, method: str, client_headers: Mapping[str, str], filename: str,
-        transfer: Transfer, client: relay.Client | None = None,
+        transfer: Transfer, client: relay.Client | None = None, watch: Watch | None = None,
     ) -> Response:
-        """The response for one grant request; `client` (under gunicorn) lets the body skip the WSGI loop."""
+        """The response for one grant request; `client` (under gunicorn) lets the body skip the WSGI loop and
+        gives it the send idle timeout; `watch` re-checks access while the body runs."""
         transfer.range = client_headers.get("Range", "")[:100]
         try:
             asked = parse_range(client_headers.get("Range"))
@@ -230,8 +232,7 @@ class Upstream:
             raise
         limit = _limit(self.settings, source)
         promised = int(headers["Content-Length"]) if "Content-Length" in headers else None
-        body = self._body(source, up, first, chunks, transfer, limit, client if promised is not None else None,
-                          promised or 0)
+        body = self._body(source, up, first, chunks, transfer, limit, client, promised, watch)
         # Not direct_passthrough: werkzeug then wraps the body so close() reaches us (and call_on_close runs)
         # when the stream ends or the client goes away.
         resp = Response(body, status=up.status_code, headers=headers, content_type=content_type)
@@ -278,22 +279,28 @@ class Upstream:
 
     def _body(
         self, source: Source, up: requests.Response, first: bytes, chunks: Iterator[bytes], transfer: Transfer,
-        limit: int | None, client: relay.Client | None = None, promised: int = 0,
+        limit: int | None, client: relay.Client | None = None, promised: int | None = None,
+        watch: Watch | None = None,
     ) -> Iterator[bytes]:
         """The body after the headers. With a `client` and a promised length it is relayed socket to socket
         once the first chunk is out (and the headers with it); otherwise, or if the server framed the response
-        itself, it goes chunk by chunk through the WSGI server."""
+        itself, it goes chunk by chunk through the WSGI server. Either way the client socket (when the server
+        is gunicorn) has the send idle timeout, and `watch` is told of every chunk (and may cut the stream)."""
         sent = len(first)
+        sending = SendTimeout(client.sock if client is not None else None)
         try:
             if limit is not None and sent > limit:
                 raise StreamAborted("over the size limit")
             transfer.bytes = sent
             if first:
+                sending.before_yield()
                 yield first
-            if client is not None and sent < promised and client.ready_for(promised, sent):
+            if client is not None and promised is not None and sent < promised and client.ready_for(promised,
+                                                                                                    sent):
 
                 def progress(n: int) -> None:
                     transfer.bytes += n
+                    watched(watch, n)
 
                 relay.send_rest(up.raw, client, promised - sent, progress)
                 sent = transfer.bytes
@@ -304,8 +311,23 @@ class Upstream:
                 if limit is not None and sent > limit:
                     raise StreamAborted("over the size limit")
                 transfer.bytes = sent
+                watched(watch, len(chunk))  # before the chunk leaves: a revoked stream sends nothing more
+                sending.before_yield()
                 yield chunk
             transfer.complete = True
+        except GeneratorExit:  # the server closed the body: the client left, or a write to it timed out
+            if sending.stalled():
+                transfer.reason = "client_stalled"
+                log.warning("upstream %s: stream cut after %d bytes: client_stalled", source.name, transfer.bytes)
+            raise
+        except StreamCut as e:
+            transfer.reason = e.reason
+            log.warning("upstream %s: stream cut after %d bytes: %s", source.name, transfer.bytes, e.reason)
+            raise
+        except relay.ClientStalled:
+            transfer.reason = "client_stalled"
+            log.warning("upstream %s: stream cut after %d bytes: client_stalled", source.name, transfer.bytes)
+            raise StreamCut("client_stalled") from None
         except StreamAborted:
             log.warning("upstream %s: stream aborted after %d bytes: over the size limit", source.name, sent)
             raise StreamAborted("over the size limit") from None
@@ -318,7 +340,10 @@ class Upstream:
             log.warning("upstream %s: stream aborted after %d bytes: %s", source.name, sent, type(e).__name__)
             raise StreamAborted(type(e).__name__) from None
         finally:
-            up.close()
+            up.close()  # at once, whatever ended the stream
+            sending.restore()
+            if watch is not None:
+                watch.ended()
 
     def _length(self, source: Source, url: str) -> int | None:
         """The entity's size, for the Content-Range of a 416: one byte asked of the upstream, then closed."""

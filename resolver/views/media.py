@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Response, g, redirect, render_template_string, request
 from flask.typing import ResponseReturnValue
@@ -32,7 +33,7 @@ def provider(link_token: str) -> ResponseReturnValue:
 @bp.route("/m/<grant_token>", methods=["GET", "HEAD"])
 def grant(grant_token: str) -> ResponseReturnValue:
     c = ctx()
-    transfer, opened = Transfer(), None
+    transfer, opened, held = Transfer(), None, None
     audit = _grant_auditor(c.audit, request.method, request.remote_addr)
     try:
         opened = c.gate.open_grant(grant_token, client=request.remote_addr)
@@ -47,21 +48,35 @@ def grant(grant_token: str) -> ResponseReturnValue:
             transfer.status = 302
             audit("redirected", "", opened.grant, transfer)
             return redirect(opened.url, code=302)
+        # Bounded per grant and per identity; re-checked for revocation while it runs (access/streams.py).
+        held = c.gate.hold_stream(opened)
         # Twilio Voice Recording Encryption: decrypted here; plain recordings of the same source as they are
-        asked = {"method": request.method, "client_headers": request.headers, "filename": opened.filename,
-                 "transfer": transfer}
+        asked: dict[str, Any] = {
+            "method": request.method, "client_headers": request.headers, "filename": opened.filename,
+            "transfer": transfer, "client": relay.client_of(request.environ),
+            "watch": c.gate.watch_stream(opened, held)}
         if opened.source.private_keys:
             resp = c.recordings.response(opened.source, opened.grant, opened.url, **asked)
         else:
-            resp = c.upstream.response(opened.source, opened.url, **asked, client=relay.client_of(request.environ))
+            resp = c.upstream.response(opened.source, opened.url, **asked)
     except ResolverError as e:
+        if held is not None:
+            held.release()
         transfer.status = e.status
         audit("refused", e.code, opened.grant if opened else None, transfer)
+        raise
+    except BaseException:
+        if held is not None:
+            held.release()
         raise
     # A stream is audited before its first byte leaves (started: who, what, which range), and again when it
     # ends (served: bytes, completeness and why it stopped short), after the request context is gone. A crash
     # leaves the first.
     audit("started", "", opened.grant, transfer)
+    if resp.is_streamed:  # the body gives its slots back when it ends (StreamWatch.ended), or here on close
+        resp.call_on_close(held.release)
+    else:  # HEAD, 304: the upstream is already closed
+        held.release()
     resp.call_on_close(lambda: audit("served", transfer.reason, opened.grant, transfer))
     return resp
 

@@ -1,0 +1,111 @@
+"""Streams while they run: a bounded number per grant and per identity, and access re-checked on the way.
+
+Slots are leases in the shared store, not counters. `Store.add` sets a key only if it is free (atomic across
+workers and instances), so a stream takes one of MAX_STREAMS_PER_GRANT slot keys of its grant and one of
+MAX_STREAMS_PER_IDENTITY of its identity, renews them at every re-check and deletes them when it ends; a
+worker killed mid-stream leaves them to expire after the lease's TTL. (A counter with `incr(by=-1)` does not
+fit: its TTL runs from the first increment, so a long stream outlives it and its release then drives the
+count below zero, which admits more streams than the bound.)
+
+`StreamWatch` is what a running body is told of each chunk: every STREAM_RECHECK_SECONDS or
+STREAM_RECHECK_BYTES (whichever first, never per chunk) it reads revocations from the store again and renews
+the slots; a revocation answers `revoked`, a store that does not answer `store_unavailable` (fail closed),
+and the body then cuts the stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from .. import policy
+from ..errors import Revoked, TooManyStreams
+from ..store import Store, StoreError
+from .signing import Grant
+
+log = logging.getLogger("resolver.streams")
+
+
+def _digest(who: str) -> str:
+    return hashlib.sha256(who.encode()).hexdigest()[:32]  # no identity or grant in a store key
+
+
+class Held:
+    """The stream slots one stream holds (one per budget)."""
+
+    def __init__(self, store: Store, keys: list[str], token: bytes, ttl: float) -> None:
+        self.store, self.keys, self.token, self.ttl = store, keys, token, ttl
+
+    def renew(self) -> None:
+        for key in self.keys:
+            self.store.put(key, self.token, self.ttl)
+
+    def release(self) -> None:
+        """Give the slots back (idempotent); a store that does not answer leaves them to their TTL."""
+        keys, self.keys = self.keys, []
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except StoreError:
+                log.warning("a stream slot could not be released; it expires in %.0f s", self.ttl)
+
+
+def _take(store: Store, budget: str, who: str, bound: int, token: bytes, ttl: float) -> str | None:
+    base = f"streams:{budget}:{_digest(who)}:"
+    for i in range(bound):
+        if store.add(base + str(i), token, ttl):
+            return base + str(i)
+    return None
+
+
+def hold(store: Store, grant: Grant, ttl: float) -> Held:
+    """One slot of the grant's and one of the identity's, or TooManyStreams (429) with nothing held."""
+    held = Held(store, [], secrets.token_bytes(8), ttl)
+    budgets = (("grant", f"{grant.link}:{grant.nonce}", policy.MAX_STREAMS_PER_GRANT),
+               ("identity", grant.identity, policy.MAX_STREAMS_PER_IDENTITY))
+    try:
+        for budget, who, bound in budgets:
+            key = _take(store, budget, who, bound, held.token, ttl)
+            if key is None:
+                raise TooManyStreams(budget)
+            held.keys.append(key)
+    except BaseException:
+        held.release()
+        raise
+    return held
+
+
+class StreamWatch:
+    """Re-checks a running stream's access on a time and byte cadence (see the module's docstring)."""
+
+    def __init__(self, check: Callable[[], None], held: Held | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.check, self.held, self.clock = check, held, clock
+        self.bytes = 0
+        self.due = clock() + policy.STREAM_RECHECK_SECONDS
+        self.checks = 0
+
+    def ended(self) -> None:
+        """The body is over: its slots go back now (not only when the server closes the response)."""
+        if self.held is not None:
+            self.held.release()
+
+    def tick(self, sent: int) -> str | None:
+        self.bytes += sent
+        now = self.clock()
+        if self.bytes < policy.STREAM_RECHECK_BYTES and now < self.due:
+            return None
+        self.bytes, self.due = 0, now + policy.STREAM_RECHECK_SECONDS
+        self.checks += 1
+        try:
+            self.check()
+            if self.held is not None:
+                self.held.renew()
+        except Revoked:
+            return "revoked"
+        except StoreError:
+            return "store_unavailable"
+        return None
