@@ -151,9 +151,11 @@ CLIENT_SEND_IDLE_TIMEOUT = 30.0
 STREAM_RECHECK_SECONDS = 2.0
 STREAM_RECHECK_BYTES = 8 * 1024 * 1024
 # Concurrent streams (GET and HEAD on /m that reach the upstream), counted in the shared store across every
-# worker and instance. A player opens one or two at a time per grant; a supervisor a few grants at once.
-MAX_STREAMS_PER_GRANT = 6
-MAX_STREAMS_PER_IDENTITY = 12
+# worker and instance. A player opens one or two at a time per grant; these are ceilings against fan-out (a
+# leaked grant URL, a runaway client), set high enough that a load test of hundreds of listeners sharing one
+# grant or one identity still passes. Lower them where that cannot happen (e.g. 8 and 64).
+MAX_STREAMS_PER_GRANT = 500
+MAX_STREAMS_PER_IDENTITY = 1000
 # A stream slot is a lease that expires unless renewed: a worker killed mid-stream frees its slots after at
 # most this long (more when the upstream idle timeout is longer: a lease always outlives the longest wait
 # between two renewals).

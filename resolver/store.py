@@ -61,6 +61,14 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def take_slot(self, group: str, member: str, ttl: float, bound: int) -> bool:
+        """Hold `member` in `group` for `ttl` seconds when fewer than `bound` unexpired members are held (or it
+        is held already: a renewal); False when the group is full. Atomic across workers and instances, and
+        one round trip whatever the bound."""
+        ...
+
+    def drop_slot(self, group: str, member: str) -> None: ...
+
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
         """Add `by` (one; -1 gives a reservation back) to a counter that expires `ttl` seconds after its first
         increment; return the new value. Atomic across workers and instances: N concurrent increments always
@@ -172,6 +180,26 @@ class SQLiteStore:
     def delete(self, key: str) -> None:
         self._run("DELETE FROM kv WHERE k = ?", (key,))
 
+    def take_slot(self, group: str, member: str, ttl: float, bound: int) -> bool:
+        # Members are kv rows `<group>/<member>`; one statement counts the live ones (an index range on the
+        # key) and inserts or renews, under SQLite's single writer lock.
+        now, key = time.time(), f"{group}/{member}"
+        rows = self._run(
+            """
+            INSERT INTO kv (k, v, exp) SELECT ?, x'', ?
+            WHERE EXISTS (SELECT 1 FROM kv WHERE k = ? AND exp > ?)
+               OR (SELECT COUNT(*) FROM kv WHERE k >= ? AND k < ? AND exp > ?) < ?
+            ON CONFLICT(k) DO UPDATE SET exp = excluded.exp
+            RETURNING 1
+            """,
+            (key, now + ttl, key, now, group + "/", group + "0", now, bound),
+        )
+        self._sweep(now)
+        return bool(rows)
+
+    def drop_slot(self, group: str, member: str) -> None:
+        self._run("DELETE FROM kv WHERE k = ?", (f"{group}/{member}",))
+
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
         now = time.time()
         rows = self._run(
@@ -252,6 +280,19 @@ class RedisStore:
 
     def delete(self, key: str) -> None:
         self._call(self._redis.delete, self._prefix + key)
+
+    def take_slot(self, group: str, member: str, ttl: float, bound: int) -> bool:
+        # A sorted set per group, scored by expiry: drop the expired, then add or renew if there is room.
+        script = ("redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) "
+                  "if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) "
+                  "then redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4]) redis.call('PEXPIRE', KEYS[1], ARGV[5]) "
+                  "return 1 end return 0")
+        now = time.time()
+        return bool(self._call(self._redis.eval, script, 1, self._prefix + "slots:" + group, repr(now),
+                               repr(now + ttl), bound, member, max(1, int(ttl * 1000))))
+
+    def drop_slot(self, group: str, member: str) -> None:
+        self._call(self._redis.zrem, self._prefix + "slots:" + group, member)
 
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
         def run() -> int:

@@ -208,6 +208,34 @@ def test_add_gives_each_lease_to_exactly_one_process(store_url, store):
     assert sum(won) == 100
 
 
+def test_take_slot_holds_at_most_the_bound_and_renews_when_full(store):
+    assert [store.take_slot("g", f"m{i}", 60, 3) for i in range(5)] == [True, True, True, False, False]
+    assert store.take_slot("g", "m1", 60, 3)  # a member already held renews, even in a full group
+    assert store.take_slot("other", "m9", 60, 3)  # groups are separate
+    store.drop_slot("g", "m0")
+    assert store.take_slot("g", "m3", 60, 3) and not store.take_slot("g", "m4", 60, 3)
+
+
+def test_take_slot_members_expire_with_their_lease(store):
+    assert store.take_slot("e", "a", 0.2, 1) and not store.take_slot("e", "b", 60, 1)
+    time.sleep(0.3)
+    assert store.take_slot("e", "b", 60, 1)  # the lapsed lease left room
+
+
+SLOT_SCRIPT = (
+    "import sys\n"
+    "from resolver.store import open_store\n"
+    "s = open_store(sys.argv[1])\n"
+    "print(sum(s.take_slot('crowd', f'{sys.argv[2]}-{i}', 60, 25) for i in range(50)))\n"
+)
+
+
+def test_take_slot_bound_holds_across_processes(store_url, store):
+    procs = [subprocess.Popen([sys.executable, "-c", SLOT_SCRIPT, store_url, str(n)], env=process_env(),
+                              stdout=subprocess.PIPE, text=True) for n in range(4)]
+    assert sum(int(p.communicate(timeout=60)[0]) for p in procs) == 25
+
+
 # Several processes open one new SQLite file at the same instant (gunicorn workers booting on a fresh store).
 # Run in a fresh interpreter, so forking happens without the test session's server threads.
 FRESH_BOOT_SCRIPT = r"""

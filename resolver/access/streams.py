@@ -1,9 +1,10 @@
 """Streams while they run: a bounded number per grant and per identity, and access re-checked on the way.
 
-Slots are leases in the shared store, not counters. `Store.add` sets a key only if it is free (atomic across
-workers and instances), so a stream takes one of MAX_STREAMS_PER_GRANT slot keys of its grant and one of
-MAX_STREAMS_PER_IDENTITY of its identity, renews them at every re-check and deletes them when it ends; a
-worker killed mid-stream leaves them to expire after the lease's TTL. (A counter with `incr(by=-1)` does not
+Slots are leases in the shared store, not counters. `Store.take_slot` holds a stream's member in a group only
+while the group has fewer live members than its bound (atomic across workers and instances, one round trip
+whatever the bound), so a stream holds one slot of its grant's group and one of its identity's, renews them at
+every re-check and drops them when it ends; a worker killed mid-stream leaves them to expire after the
+lease's TTL. (A counter with `incr(by=-1)` does not
 fit: its TTL runs from the first increment, so a long stream outlives it and its release then drives the
 count below zero, which admits more streams than the bound.)
 
@@ -34,44 +35,37 @@ def _digest(who: str) -> str:
 
 
 class Held:
-    """The stream slots one stream holds (one per budget)."""
+    """The stream slots one stream holds (one per budget): (group, bound) pairs and the stream's member id."""
 
-    def __init__(self, store: Store, keys: list[str], token: bytes, ttl: float) -> None:
-        self.store, self.keys, self.token, self.ttl = store, keys, token, ttl
+    def __init__(self, store: Store, member: str, ttl: float) -> None:
+        self.store, self.member, self.ttl = store, member, ttl
+        self.groups: list[tuple[str, int]] = []
 
     def renew(self) -> None:
-        for key in self.keys:
-            self.store.put(key, self.token, self.ttl)
+        for group, bound in self.groups:
+            self.store.take_slot(group, self.member, self.ttl, bound)  # held already: always room
 
     def release(self) -> None:
         """Give the slots back (idempotent); a store that does not answer leaves them to their TTL."""
-        keys, self.keys = self.keys, []
-        for key in keys:
+        groups, self.groups = self.groups, []
+        for group, _ in groups:
             try:
-                self.store.delete(key)
+                self.store.drop_slot(group, self.member)
             except StoreError:
                 log.warning("a stream slot could not be released; it expires in %.0f s", self.ttl)
 
 
-def _take(store: Store, budget: str, who: str, bound: int, token: bytes, ttl: float) -> str | None:
-    base = f"streams:{budget}:{_digest(who)}:"
-    for i in range(bound):
-        if store.add(base + str(i), token, ttl):
-            return base + str(i)
-    return None
-
-
 def hold(store: Store, grant: Grant, ttl: float) -> Held:
     """One slot of the grant's and one of the identity's, or TooManyStreams (429) with nothing held."""
-    held = Held(store, [], secrets.token_bytes(8), ttl)
+    held = Held(store, secrets.token_hex(8), ttl)
     budgets = (("grant", f"{grant.link}:{grant.nonce}", policy.MAX_STREAMS_PER_GRANT),
                ("identity", grant.identity, policy.MAX_STREAMS_PER_IDENTITY))
     try:
         for budget, who, bound in budgets:
-            key = _take(store, budget, who, bound, held.token, ttl)
-            if key is None:
+            group = f"streams:{budget}:{_digest(who)}"
+            if not store.take_slot(group, held.member, ttl, bound):
                 raise TooManyStreams(budget)
-            held.keys.append(key)
+            held.groups.append((group, bound))
     except BaseException:
         held.release()
         raise

@@ -23,7 +23,9 @@ from tests.support.hostile import BLOB, Upstream, stream_env
 
 IDLE = 2.0  # policy.CLIENT_SEND_IDLE_TIMEOUT here (30 s in production)
 RECHECK = 0.3  # policy.STREAM_RECHECK_SECONDS here (2 s in production)
-POLICY = {"CLIENT_SEND_IDLE_TIMEOUT": IDLE, "STREAM_RECHECK_SECONDS": RECHECK}
+PER_GRANT, PER_IDENTITY = 6, 12  # policy.MAX_STREAMS_PER_GRANT / _PER_IDENTITY here (ceilings of 500 / 1000)
+POLICY = {"CLIENT_SEND_IDLE_TIMEOUT": IDLE, "STREAM_RECHECK_SECONDS": RECHECK,
+          "MAX_STREAMS_PER_GRANT": PER_GRANT, "MAX_STREAMS_PER_IDENTITY": PER_IDENTITY}
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +165,7 @@ def refusals(server, code: str) -> list[dict]:
 
 
 def test_concurrent_streams_are_bounded_per_grant_and_per_identity(server, upstream):
-    from resolver import policy
-
-    per_grant, per_identity = policy.MAX_STREAMS_PER_GRANT, policy.MAX_STREAMS_PER_IDENTITY
+    per_grant, per_identity = PER_GRANT, PER_IDENTITY
     assert per_identity % per_grant == 0
     who = "bound@example.com"
     grants = [grant_url(server, f"huge/bound-{i}.mp3", identity=who) for i in range(per_identity // per_grant + 1)]
@@ -193,7 +193,7 @@ def test_concurrent_streams_are_bounded_per_grant_and_per_identity(server, upstr
     assert wait_for(lambda: upstream.open_connections == 0, timeout=10) is not None
 
 
-def test_a_stream_slot_is_a_lease_a_crash_cannot_keep(tmp_path):
+def test_a_stream_slot_is_a_lease_a_crash_cannot_keep(tmp_path, monkeypatch):
     """A worker killed mid-stream never releases its slots: they expire with their lease (real SQLite store)."""
     from resolver import policy
     from resolver.access import streams
@@ -204,7 +204,8 @@ def test_a_stream_slot_is_a_lease_a_crash_cannot_keep(tmp_path):
     link = Link(source="hostile", key="huge/lease.mp3", type="VoiceRecording", task="WT" + "5" * 32)
     grant, _ = Signer(KEYS).sign_grant(link, identity="lease@example.com", worker="WK" + "2" * 32,
                                        issued_at=now, expires_at=now + 300)
-    for _ in range(policy.MAX_STREAMS_PER_GRANT):
+    monkeypatch.setattr(policy, "MAX_STREAMS_PER_GRANT", PER_GRANT)
+    for _ in range(PER_GRANT):
         streams.hold(store, grant, ttl=1.0)  # never released: the worker "crashed"
     with pytest.raises(TooManyStreams):
         streams.hold(store, grant, ttl=1.0)
@@ -242,7 +243,6 @@ def test_150_clients_that_stop_reading_hold_a_bounded_number_of_upstreams_briefl
     """Issue 16's reproduction: 150 clients open one grant's stream and stop reading. Before: 150 upstream
     connections held for as long as the clients stayed (more than 70 s). Now: at most MAX_STREAMS_PER_GRANT
     reach the upstream, the rest are 429, and those few are cut after the send idle timeout."""
-    from resolver import policy
 
     url = grant_url(server, "huge/flood.mp3", identity="flood@example.com")
     socks, statuses = [], []
@@ -253,8 +253,8 @@ def test_150_clients_that_stop_reading_hold_a_bounded_number_of_upstreams_briefl
             socks.append(sock)
             statuses.append(int(head.split()[1]))
         peak = upstream.open_connections
-        assert statuses.count(206) == policy.MAX_STREAMS_PER_GRANT and statuses.count(429) == 150 - peak
-        assert peak <= policy.MAX_STREAMS_PER_GRANT
+        assert statuses.count(206) == PER_GRANT and statuses.count(429) == 150 - peak
+        assert peak <= PER_GRANT
         took = wait_for(lambda: upstream.open_connections == 0, timeout=IDLE + 10)
         assert took is not None
         print(f"150 stalled clients: {statuses.count(206)} streams, {statuses.count(429)} x 429, upstream "
