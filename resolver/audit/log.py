@@ -102,6 +102,7 @@ FIELDS: dict[str, Field] = {
     "complete": Field(bool),  # false: the stream was aborted (client gone, upstream failed mid-way)
     "client": Field(str, 64),  # the client address as the trusted proxy chain reports it
     "count": Field(int),
+    "attempts": Field(int),  # whole attaches the TaskRouter hook's job made
     "kind": Field(str, 16, _WORD),  # what a revocation covers: link, task, subject, before
     "before": Field(str, 32, r"[0-9T:.+-]{10,30}Z?"),  # a revocation of everything issued before this time
     "operator": Field(str, 128),  # who ran a `resolver` command that writes records (the OS user)
@@ -116,7 +117,8 @@ EVENTS: dict[str, str] = {
     "link": "a link for one media entry: issued or refused (POST /api/v1/links, the attach API and hook; "
             "resolver links/attach with via=cli and the operator)",
     "attach": "media entries for a TaskRouter task: written, unchanged (already there), dry_run (resolver attach "
-              "--dry-run printed them) or refused; from the CLI with via=cli and the operator",
+              "--dry-run printed them) or refused; from the CLI with via=cli and the operator; the TaskRouter "
+              "hook (via=hook) writes accepted before its 204, then one outcome with attempts and duration_ms",
     "drilldown": "a drilldown link opened outside Flex: refused (401 page), never served",
     "resolve": "a Flex user asked for a grant (via resolve or provider): allowed or denied, with the reason",
     "grant": "a grant used: started (before the first byte: who, what, range), then served (status, bytes, "
