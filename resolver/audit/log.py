@@ -82,7 +82,8 @@ FIELDS: dict[str, Field] = {
     "reason": Field(str, 64, r"[a-z0-9_]{0,40}"),  # the error code of a refusal (errors.ResolverError.code)
     "via": Field(str, 16, _WORD),  # resolve (the Flex plugin), provider (the Insights player), cli, api
     "request_id": Field(str, 64, r"[A-Za-z0-9._-]{1,64}"),
-    "identity": Field(str, 256),  # the Flex identity, as Twilio's IAM reported it
+    "identity": Field(str, 256),  # the Flex identity, as Twilio's IAM reported it (escaped: user_40example_2Ecom)
+    "realm_user_id": Field(str, 256),  # the same user as the identity provider names them (user@example.com)
     "worker_sid": Field(str, 34, _SID.format("WK")),
     "roles": Field(str, 128),  # comma-separated Flex roles
     "task_sid": Field(str, 34, _SID.format("WT")),
