@@ -107,7 +107,7 @@ def _conversations(entries: dict[str, dict], task_sid: str, site_url: str) -> li
          "talk": "0:08", "task": task_sid, "media": media},
         {"date": "2026-01-14 09:41", "agent": "Alex Agent", "customer": "+1 415 555 0199", "queue": "Loans",
          "talk": "3:12", "task": "", "media": [
-             {"label": "Knowledge base (not a resolver link)", "kind": "plain", "url": f"{site_url}/crm/tickets/kb-12"},
+             {"label": "Knowledge base (not a resolver link)", "kind": "plain", "url": f"{site_url}/kb/kb-12"},
          ]},
     ]
 
