@@ -20,6 +20,7 @@ from .store import Store, open_store
 from .streaming.encrypted import EncryptedRecordings
 from .streaming.relay import capture_server_response
 from .streaming.upstream import Upstream, new_session
+from .taskrouter.background import HookJobs, Spawn, attacher_factory
 from .views import api, cors, docs, media, revocations, tasks
 
 
@@ -32,7 +33,9 @@ def static_folder() -> str:
     return str(here / "static")
 
 
-def create_app(settings: config.Settings | None = None, *, store: Store | None = None) -> Flask:
+def create_app(settings: config.Settings | None = None, *, store: Store | None = None,
+               hook_spawn: Spawn | None = None) -> Flask:
+    """`hook_spawn` runs the TaskRouter hook's attaches (default: a greenlet under gevent, else a thread)."""
     app = Flask(__name__, static_folder=static_folder(), static_url_path="/static")
     settings = settings or config.from_env(instance_path=app.instance_path)
     secrets = redact.known_secrets(settings)
@@ -53,6 +56,7 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
         audit=audit,
         gate=Gate(settings, signer, store, validator, audit),
         recordings=EncryptedRecordings(settings, upstream, store),
+        hooks=HookJobs(audit, attacher_factory(settings, signer, http), spawn=hook_spawn),
     )
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)

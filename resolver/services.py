@@ -15,6 +15,7 @@ from .config import Settings
 from .store import Store
 from .streaming.encrypted import EncryptedRecordings
 from .streaming.upstream import Upstream
+from .taskrouter.background import HookJobs
 
 
 @dataclass
@@ -28,9 +29,11 @@ class Context:
     audit: AuditLog
     gate: Gate  # the access decisions, with the services above handed in
     recordings: EncryptedRecordings  # twilio-recording and s3 sources with private_keys
+    hooks: HookJobs  # the TaskRouter hook's attaches, run after it answered
 
     def close(self) -> None:
         """Release sockets and files (tests and the demo build many apps in one process)."""
+        self.hooks.close()  # first: their outcomes go to the audit log
         self.http.close()
         self.upstream.close()
         self.store.close()

@@ -13,7 +13,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
 import redis
@@ -79,9 +79,9 @@ class Store(Protocol):
         """Record a revocation durably. For ALL_BEFORE, `value` is the cut-off time; the latest one wins."""
         ...
 
-    def revoked(self, checks: dict[str, str], issued_at: float) -> str | None:
-        """Return the kind of the first revocation that matches `checks` (kind -> value) or covers
-        `issued_at` through an "all before" revocation; None when nothing matches."""
+    def revoked(self, checks: Mapping[str, str | tuple[str, ...]], issued_at: float) -> str | None:
+        """Return the kind of the first revocation that matches `checks` (kind -> value, or a tuple of values
+        any of which matches) or covers `issued_at` through an "all before" revocation; None otherwise."""
         ...
 
     def ping(self) -> None: ...
@@ -226,8 +226,8 @@ class SQLiteStore:
 
         self._guard(write)
 
-    def revoked(self, checks: dict[str, str], issued_at: float) -> str | None:
-        pairs = [(k, v) for k, v in checks.items() if v]
+    def revoked(self, checks: Mapping[str, str | tuple[str, ...]], issued_at: float) -> str | None:
+        pairs = _pairs(checks)
         clause = " OR ".join("(kind = ? AND value = ?)" for _ in pairs) or "0"
         args = [x for pair in pairs for x in pair]
         rows = self._run(
@@ -312,9 +312,10 @@ class RedisStore:
         else:
             self._call(self._redis.set, f"{self._prefix}rev:{kind}:{value}", repr(at))
 
-    def revoked(self, checks: dict[str, str], issued_at: float) -> str | None:
-        kinds = [k for k, v in checks.items() if v]
-        keys = [f"{self._prefix}rev:{k}:{checks[k]}" for k in kinds] + [self._prefix + "rev:before"]
+    def revoked(self, checks: Mapping[str, str | tuple[str, ...]], issued_at: float) -> str | None:
+        pairs = _pairs(checks)
+        kinds = [k for k, _ in pairs]
+        keys = [f"{self._prefix}rev:{k}:{v}" for k, v in pairs] + [self._prefix + "rev:before"]
         values: list = self._call(self._redis.mget, keys)  # type: ignore[assignment]
         for kind, value in zip(kinds, values[:-1], strict=True):
             if value is not None:
@@ -328,6 +329,16 @@ class RedisStore:
     def close(self) -> None:
         self._redis.close()
         self._redis.connection_pool.disconnect()
+
+
+def _pairs(checks: Mapping[str, str | tuple[str, ...]]) -> list[tuple[str, str]]:
+    """(kind, value) for every non-empty value; a tuple gives one pair per value."""
+    out = []
+    for kind, value in checks.items():
+        for v in (value,) if isinstance(value, str) else value:
+            if v:
+                out.append((kind, v))
+    return out
 
 
 def open_store(url: str) -> Store:

@@ -99,4 +99,4 @@ def test_refusal_by_role_names_the_user_in_the_audit(client, twilio, settings):
                        headers={"Authorization": f"Bearer {tok}"}).status_code == 403
     with open(settings.audit_log) as f:
         denied = [json.loads(line) for line in f if '"denied"' in line]
-    assert denied[-1]["identity"] == "agent@example.com" and denied[-1]["reason"] == "role_not_allowed"
+    assert denied[-1]["realm_user_id"] == "agent@example.com" and denied[-1]["reason"] == "role_not_allowed"

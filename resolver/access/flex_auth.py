@@ -40,11 +40,12 @@ _DENIED = object()
 
 @dataclass(frozen=True)
 class FlexUser:
-    identity: str
+    identity: str  # IAM's `identity`: Twilio's escaped form (user_40example_2Ecom), as IAM sends it
     worker_sid: str
     roles: tuple[str, ...]
     expires_at: float
-    account_sid: str = ""
+    account_sid: str = ""  # real IAM answers carry none; checked when present
+    realm_user_id: str = ""  # the user as the identity provider names them (an SSO email, a login), if sent
 
 
 def bearer(header: str | None) -> str | None:
@@ -101,12 +102,30 @@ def _strings(value: object, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+MAX_NAME = 256  # identity and realm_user_id: longer is not an identity IAM hands out
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _text(value: object, name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
         raise ValueError(f"{name} is not a string")
     return value
+
+
+def _name(value: object, name: str) -> str:
+    """identity / realm_user_id: a string without control characters (they would forge log lines)."""
+    text = _text(value, name)
+    if len(text) > MAX_NAME or _CONTROL.search(text) or text != text.strip():
+        raise ValueError(f"{name} is not a plain name")
+    return text
+
+
+def _code(value: object) -> None:
+    """A valid answer's `code` is 0 (or absent): `valid: true` with an error code is a contradiction."""
+    if value is not None and not (type(value) is int and value == 0):
+        raise ValueError("a valid answer with an error code")
 
 
 class TokenValidator:
@@ -241,24 +260,28 @@ class TokenValidator:
         except requests.RequestException as e:
             log.warning("Twilio token validation unreachable: %s", type(e).__name__)
             raise Unavailable() from e
-        if resp.status_code == 400:
+        answer = _json_body(resp)
+        # Twilio's verdict is the body: `valid: false` is 401 whatever the HTTP status (as Twilio's own
+        # twilio-flex-token-validator reads it); 400 is IAM refusing the token itself.
+        if resp.status_code == 400 or (isinstance(answer, dict) and answer.get("valid") is False):
             raise Unauthenticated()
         if resp.status_code != 200:
             # 401/403/404 here mean our own credentials or account SID are wrong: fail closed, tell operators.
             log.error("Twilio token validation answered HTTP %d; check TWILIO_* settings", resp.status_code)
             raise Unavailable()
         try:
-            answer = resp.json()
             if not isinstance(answer, dict):
                 raise ValueError("not an object")
             if answer.get("valid") is not True:  # only JSON true: "true", 1 or a non-empty list grant nothing
                 raise Unauthenticated()
+            _code(answer.get("code"))
             user = FlexUser(
-                identity=_text(answer.get("identity"), "identity"),
+                identity=_name(answer.get("identity"), "identity"),
                 worker_sid=_text(answer.get("worker_sid"), "worker_sid"),
                 roles=_strings(answer.get("roles"), "roles"),
                 expires_at=_expiry(answer.get("expiration")),
                 account_sid=_text(answer.get("account_sid"), "account_sid"),
+                realm_user_id=_name(answer.get("realm_user_id"), "realm_user_id"),
             )
         except (ValueError, TypeError) as e:
             # Twilio said "valid" but not in a shape we can trust: fail closed (503), never a grant.
@@ -267,3 +290,10 @@ class TokenValidator:
         if not user.identity or user.expires_at <= self.clock():
             raise Unauthenticated()
         return user
+
+
+def _json_body(resp: requests.Response) -> object:
+    try:
+        return resp.json()
+    except ValueError:
+        return None

@@ -70,12 +70,14 @@ class Gate:
         self.settings, self.signer, self.store = settings, signer, store
         self.validator, self.audit, self.clock = validator, audit, clock
 
-    def check_revocation(self, *, link_id: str, task: str, identity: str, issued_at: float) -> None:
+    def check_revocation(self, *, link_id: str, task: str, identity: str, issued_at: float,
+                         realm: str = "") -> None:
         """403 when a revocation covers this link, task, user or issue time (shared by every instance).
 
         Read from the store on every call, never cached here, so a revocation holds everywhere at once; a
         store that does not answer raises StoreError (503 store_unavailable): nothing is issued or served."""
-        if self.store.revoked({"link": link_id, "task": task, "subject": identity}, issued_at) is not None:
+        subjects = tuple(dict.fromkeys(s for s in (identity, realm) if s))  # a subject is either name
+        if self.store.revoked({"link": link_id, "task": task, "subject": subjects}, issued_at) is not None:
             raise Revoked()
 
     def issue_grant(self, token: str, link_token: str, *, via: str, client: str | None) -> Issued:
@@ -91,12 +93,14 @@ class Gate:
             if source is None:
                 raise NotFound()
             now = self.clock()
-            self.check_revocation(link_id=link.id, task=link.task, identity=user.identity, issued_at=now)
+            self.check_revocation(link_id=link.id, task=link.task, identity=user.identity, issued_at=now,
+                                  realm=user.realm_user_id)
             expires_at = int(min(now + self.settings.grant_ttl, user.expires_at))
             if expires_at - int(now) < 1:
                 raise Unauthenticated("Your Flex session is about to expire; sign in again.", code="token_expiring")
             grant, grant_token = self.signer.sign_grant(
-                link, identity=user.identity, worker=user.worker_sid, issued_at=int(now), expires_at=expires_at
+                link, identity=user.identity, worker=user.worker_sid, issued_at=int(now), expires_at=expires_at,
+                realm=user.realm_user_id,
             )
         except ResolverError as e:
             self.audit.record("resolve", **resolve_fields(via, "denied", e.code, user, link, client=client))
@@ -119,7 +123,7 @@ class Gate:
         if source is None:
             raise NotFound()
         self.check_revocation(link_id=grant.link, task=grant.task, identity=grant.identity,
-                              issued_at=grant.issued_at)
+                              issued_at=grant.issued_at, realm=grant.realm)
         opened = Opened(grant=grant, source=source, url=upstream_url(source, grant.key, channels=grant.channels))
         if opened.redirect:
             limits.count_use(self.store, grant, source)
@@ -146,6 +150,7 @@ def resolve_fields(via: str, outcome: str, reason: str, user: FlexUser | None, l
     return {
         "outcome": outcome, "reason": reason, "via": via,
         "identity": user.identity if user else None,
+        "realm_user_id": (user.realm_user_id or None) if user else None,
         "worker_sid": user.worker_sid if user else None,
         "source": link.source if link else None,
         "key": link.key if link else None,
@@ -164,6 +169,7 @@ def grant_fields(outcome: str, reason: str, grant: Grant | None, *, request_id: 
     return {
         "outcome": outcome, "reason": reason, "request_id": request_id,
         "identity": grant.identity if grant else None,
+        "realm_user_id": (grant.realm or None) if grant else None,
         "worker_sid": grant.worker if grant else None,
         "source": grant.source if grant else None,
         "key": grant.key if grant else None,

@@ -59,6 +59,7 @@ class Grant:
     expires_at: int
     channels: int | None = None
     nonce: str = ""
+    realm: str = ""  # the user's realm_user_id, when IAM sent one (revocable by either name)
 
 
 def _serializer(keys: Sequence[str], salt: str) -> URLSafeSerializer:
@@ -88,7 +89,7 @@ class Signer:
             raise NotFound() from e
 
     def sign_grant(
-        self, link: Link, *, identity: str, worker: str, issued_at: int, expires_at: int
+        self, link: Link, *, identity: str, worker: str, issued_at: int, expires_at: int, realm: str = ""
     ) -> tuple[Grant, str]:
         grant = Grant(
             link=link.id,
@@ -101,6 +102,7 @@ class Signer:
             expires_at=expires_at,
             channels=link.channels,
             nonce=secrets.token_urlsafe(6),
+            realm=realm,
         )
         return grant, self._grants.dumps({k: v for k, v in asdict(grant).items() if v not in ("", None)})
 

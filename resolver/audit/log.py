@@ -82,7 +82,8 @@ FIELDS: dict[str, Field] = {
     "reason": Field(str, 64, r"[a-z0-9_]{0,40}"),  # the error code of a refusal (errors.ResolverError.code)
     "via": Field(str, 16, _WORD),  # resolve (the Flex plugin), provider (the Insights player), cli, api
     "request_id": Field(str, 64, r"[A-Za-z0-9._-]{1,64}"),
-    "identity": Field(str, 256),  # the Flex identity, as Twilio's IAM reported it
+    "identity": Field(str, 256),  # the Flex identity, as Twilio's IAM reported it (escaped: user_40example_2Ecom)
+    "realm_user_id": Field(str, 256),  # the same user as the identity provider names them (user@example.com)
     "worker_sid": Field(str, 34, _SID.format("WK")),
     "roles": Field(str, 128),  # comma-separated Flex roles
     "task_sid": Field(str, 34, _SID.format("WT")),
@@ -102,6 +103,7 @@ FIELDS: dict[str, Field] = {
     "complete": Field(bool),  # false: the stream was aborted (client gone, upstream failed mid-way)
     "client": Field(str, 64),  # the client address as the trusted proxy chain reports it
     "count": Field(int),
+    "attempts": Field(int),  # whole attaches the TaskRouter hook's job made
     "kind": Field(str, 16, _WORD),  # what a revocation covers: link, task, subject, before
     "before": Field(str, 32, r"[0-9T:.+-]{10,30}Z?"),  # a revocation of everything issued before this time
     "operator": Field(str, 128),  # who ran a `resolver` command that writes records (the OS user)
@@ -116,7 +118,8 @@ EVENTS: dict[str, str] = {
     "link": "a link for one media entry: issued or refused (POST /api/v1/links, the attach API and hook; "
             "resolver links/attach with via=cli and the operator)",
     "attach": "media entries for a TaskRouter task: written, unchanged (already there), dry_run (resolver attach "
-              "--dry-run printed them) or refused; from the CLI with via=cli and the operator",
+              "--dry-run printed them) or refused; from the CLI with via=cli and the operator; the TaskRouter "
+              "hook (via=hook) writes accepted before its 204, then one outcome with attempts and duration_ms",
     "drilldown": "a drilldown link opened outside Flex: refused (401 page), never served",
     "resolve": "a Flex user asked for a grant (via resolve or provider): allowed or denied, with the reason",
     "grant": "a grant used: started (before the first byte: who, what, range), then served (status, bytes, "

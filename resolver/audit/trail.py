@@ -175,7 +175,8 @@ def query(
     until: datetime | None = None,
     event: str | Iterable[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Records matching every filter given: subject is a Flex identity or worker SID; until is exclusive.
+    """Records matching every filter given: subject is a Flex identity (either form: IAM's escaped `identity`
+    or its `realm_user_id`) or worker SID; until is exclusive.
 
     Chain bookkeeping (`chain_start`, `chain_end`) is left out unless asked for by `event`."""
     events = {event} if isinstance(event, str) else set(event) if event is not None else None
@@ -188,7 +189,8 @@ def query(
             continue
         if events is None and name in CHAIN_EVENTS:
             continue
-        if subject is not None and subject not in (rec.get("identity"), rec.get("worker_sid")):
+        if subject is not None and subject not in (rec.get("identity"), rec.get("realm_user_id"),
+                                                   rec.get("worker_sid")):
             continue
         if task is not None and rec.get("task_sid") != task:
             continue
@@ -200,8 +202,8 @@ def query(
 
 
 CSV_COLUMNS = (
-    "time", "event", "outcome", "reason", "via", "identity", "worker_sid", "roles", "task_sid", "source",
-    "key", "media_type", "mode", "method", "status", "bytes", "range", "duration_ms", "complete", "client",
+    "time", "event", "outcome", "reason", "via", "identity", "realm_user_id", "worker_sid", "roles", "task_sid",
+    "source", "key", "media_type", "mode", "method", "status", "bytes", "range", "duration_ms", "complete", "client",
     "request_id", "link_id", "grant_id", "expires_at", "count", "kind", "writer", "seq",
 )
 

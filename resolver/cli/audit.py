@@ -53,7 +53,7 @@ def verify(files: tuple[str, ...], require_end: bool, mixed: bool) -> None:
 
 @audit.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--subject", help="Flex identity or worker SID (WK...)")
+@click.option("--subject", help="Flex identity (IAM's escaped identity or its realm_user_id) or worker SID (WK...)")
 @click.option("--task", help="TaskRouter task SID (WT...)")
 @click.option("--since", help="from this time on (ISO 8601, or 7d / 12h / 30m ago)")
 @click.option("--until", help="before this time (ISO 8601, or 7d / 12h / 30m ago)")

@@ -14,7 +14,7 @@ from .common import load_settings, open_audit, operator
 @click.command()
 @click.option("--link", help="a /d/ or /p/ URL issued by this resolver")
 @click.option("--task", "task_sid", help="a TaskRouter task SID (WT...): all of its media")
-@click.option("--subject", help="a Flex identity: everything, for that user")
+@click.option("--subject", help="a Flex user (IAM's escaped identity or its realm_user_id): everything, for them")
 @click.option("--all-before", "all_before", metavar="TIME",
               help="every grant issued before TIME (ISO 8601 with a zone, or 'now')")
 def revoke(link: str | None, task_sid: str | None, subject: str | None, all_before: str | None) -> None:

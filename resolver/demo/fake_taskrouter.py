@@ -3,7 +3,8 @@
 It keeps Twilio's conditional-update contract: every read and write answers with an `ETag`, a write with a
 stale `If-Match` gets 412, and every write attempt is recorded. Tests make a concurrent writer by giving
 `after_read` callbacks that change the task between the resolver's read and its write, or by writing from
-other threads through the same HTTP API. `fail_next` injects error statuses (5xx, 429) one request at a time.
+other threads through the same HTTP API. `fail_next` injects error statuses (5xx, 429) one request at a time;
+`delay` (every request) and `delay_next` (one request each) make it slow, as Twilio sometimes is.
 Like TaskRouter, it holds at most `attributes_limit` (4096) characters of attributes: a longer write is a 400.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +49,8 @@ class FakeTaskRouter:
     reads: list[str] = field(default_factory=list)  # every GET path
     after_read: list[Callable[[FakeTask], None]] = field(default_factory=list)  # popped, one per task GET
     fail_next: list[int] = field(default_factory=list)  # statuses to answer instead, one per request
+    delay: float = 0.0  # seconds every request waits before it is answered
+    delay_next: list[float] = field(default_factory=list)  # extra seconds, popped one per request
     refuse_closed_writes: bool = False  # answer 400 to writes on completed or canceled tasks
     attributes_limit: int = 4096  # TaskRouter's limit on a task's Attributes: a longer write is a 400
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -104,6 +108,9 @@ class FakeTaskRouter:
         def _gate():  # type: ignore[no-untyped-def]
             with self.lock:
                 injected = self.fail_next.pop(0) if self.fail_next else None
+                wait = self.delay + (self.delay_next.pop(0) if self.delay_next else 0.0)
+            if wait > 0:
+                time.sleep(wait)
             if injected:
                 return self._error(injected, 20500, "Injected failure")
             if not self._authorized():

@@ -41,13 +41,34 @@ def encrypt_recording(plaintext: bytes, public_key: rsa.RSAPublicKey, public_key
     return body, details
 
 
+def escaped_identity(name: str) -> str:
+    """Twilio's escaped form of a user name, as IAM's `identity` carries it: every character outside
+    [A-Za-z0-9] becomes `_` and its UTF-8 bytes in upper-case hex (user@example.com -> user_40example_2Ecom).
+
+    From Twilio's samples (twilio-flex-token-validator's README: realm_user_id "user@example.com", identity
+    "user_40example_2Dcom"): `@` is `_40` there as here; the sample's `_2D` for the dot is not the dot's code
+    (0x2E) and could not be checked against a live account. The resolver never derives one name from the
+    other: it keeps and compares both as IAM sends them, so nothing depends on this rule but the fake."""
+    return "".join(c if c.isascii() and c.isalnum() else "".join(f"_{b:02X}" for b in c.encode()) for c in name)
+
+
 @dataclass
 class FlexUser:
-    identity: str
+    """A Flex user as IAM describes them. `realm_user_id` is the name the identity provider gives (an SSO
+    email, or a Flex login); `identity` is Twilio's escaped form of it unless given (odd shapes for tests)."""
+
+    realm_user_id: str
     roles: list[str]
     worker_sid: str | None = "WK" + "0" * 32
     expires_at: float = field(default_factory=lambda: time.time() + 3600)
-    account_sid: str | None = None  # None: the account the fake serves
+    account_sid: str | None = None  # real IAM answers carry none; set only to test the resolver's check
+    identity: str | None = None  # None: escaped_identity(realm_user_id)
+    flex_user_sid: str = "FU" + "0" * 32
+    flex_instance_sid: str = "GO" + "0" * 32
+
+    @property
+    def iam_identity(self) -> str:
+        return self.identity if self.identity is not None else escaped_identity(self.realm_user_id)
 
 
 @dataclass
@@ -64,6 +85,7 @@ class FakeTwilio:
     iam_delay: float = 0.0
     iam_status: int | None = None  # force an error status from IAM
     answers: dict[str, dict] = field(default_factory=dict)  # token -> an IAM answer sent as it is (odd shapes)
+    invalid_status: int = 200  # the HTTP status of a `valid: false` answer
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_encrypted(self, sid: str, plaintext: bytes, public_key: rsa.RSAPublicKey, public_key_sid: str) -> None:
@@ -117,17 +139,25 @@ class FakeTwilio:
                 return jsonify(self.answers[token])
             user = self.tokens.get(token)
             if user is None or user.expires_at <= time.time():
-                return jsonify(code=20101, valid=False, message="Invalid Access Token", identity=None,
-                               roles=None, worker_sid=None, expiration=None, realm_user_id=None)
+                # IAM's verdict on a bad token is the body (`valid: false`, a code and a message); the HTTP
+                # status of that answer could not be checked against a live account (the resolver reads the body)
+                return jsonify(code=20101, valid=False, message="Invalid Access Token", expiration=None,
+                               realm_user_id=None, identity=None, roles=None, worker_sid=None), self.invalid_status
+            # the shape of twilio-flex-token-validator's "Token Result" (valid, code, message, expiration with
+            # milliseconds and Z, realm_user_id, escaped identity, roles, worker_sid), plus the Flex user and
+            # instance SIDs that newer answers carry; no account_sid
             answer = {
-                "code": 0,
                 "valid": True,
+                "code": 0,
                 "message": None,
-                "identity": user.identity,
+                "expiration": datetime.fromtimestamp(user.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+                + "Z",
+                "realm_user_id": user.realm_user_id,
+                "identity": user.iam_identity,
                 "roles": user.roles,
                 "worker_sid": user.worker_sid,
-                "realm_user_id": None,
-                "expiration": datetime.fromtimestamp(user.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "flex_user_sid": user.flex_user_sid,
+                "flex_instance_sid": user.flex_instance_sid,
             }
             if user.account_sid:
                 answer["account_sid"] = user.account_sid

@@ -107,7 +107,7 @@ def _conversations(entries: dict[str, dict], task_sid: str, site_url: str) -> li
          "talk": "0:08", "task": task_sid, "media": media},
         {"date": "2026-01-14 09:41", "agent": "Alex Agent", "customer": "+1 415 555 0199", "queue": "Loans",
          "talk": "3:12", "task": "", "media": [
-             {"label": "Knowledge base (not a resolver link)", "kind": "plain", "url": f"{site_url}/crm/tickets/kb-12"},
+             {"label": "Knowledge base (not a resolver link)", "kind": "plain", "url": f"{site_url}/kb/kb-12"},
          ]},
     ]
 
@@ -125,9 +125,9 @@ def start_demo(*, port: int = 0, page_port: int = 0, grant_ttl: int = 60, audit_
     twilio.add_encrypted(ENCRYPTED_SID, (MEDIA / "sample-call.wav").read_bytes(), recording_key.public_key(), key_sid)
     tokens = {"allowed": secrets.token_urlsafe(24), "allowed_2": secrets.token_urlsafe(24),
               "denied": secrets.token_urlsafe(24)}
-    twilio.tokens[tokens["allowed"]] = FlexUser(identity="sam.supervisor@owlbank.example", roles=["supervisor"])
-    twilio.tokens[tokens["allowed_2"]] = FlexUser(identity="sam.supervisor@owlbank.example", roles=["supervisor"])
-    twilio.tokens[tokens["denied"]] = FlexUser(identity="alex.agent@owlbank.example", roles=["agent"],
+    twilio.tokens[tokens["allowed"]] = FlexUser(realm_user_id="sam.supervisor@owlbank.example", roles=["supervisor"])
+    twilio.tokens[tokens["allowed_2"]] = FlexUser(realm_user_id="sam.supervisor@owlbank.example", roles=["supervisor"])
+    twilio.tokens[tokens["denied"]] = FlexUser(realm_user_id="alex.agent@owlbank.example", roles=["agent"],
                                                worker_sid="WK" + "a1" * 16)
     storage_token = secrets.token_urlsafe(24)
     storage = storage_app(

@@ -2,7 +2,7 @@
 
 Its clicks go through the real `/static/flex-drilldown.js`, loaded from the resolver, with a fake
 `Actions`/`manager` whose token is the one the fake Twilio knows for the user picked in the page. It also
-plays the external CRM that `redirect` grants land on.
+plays the external CRM that `redirect` grants land on, and a knowledge base that plain links open.
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def site_app(*, resolver_url: str, users: list[dict], conversations: list[dict],
 
     @app.get("/crm/tickets/<ticket>")
     def crm(ticket: str) -> str:
+        """Where `redirect` grants land: the resolver checked the Flex user before sending them here."""
         return render_template_string((PAGE / "crm.html").read_text(), ticket=ticket)
+
+    @app.get("/kb/<article>")
+    def kb(article: str) -> str:
+        """A plain link no resolver stands behind: its page must not claim anyone was checked."""
+        return render_template_string((PAGE / "kb.html").read_text(), article=article)
 
     return app

@@ -47,17 +47,30 @@ class TwilioRest:
     """The few TaskRouter and REST calls attach needs, with retries; every failure is a domain error."""
 
     def __init__(self, settings: Settings, http: requests.Session, *,
-                 sleep: Callable[[float], None] = time.sleep, backoff: Sequence[float] = BACKOFF) -> None:
+                 sleep: Callable[[float], None] = time.sleep, backoff: Sequence[float] = BACKOFF,
+                 deadline: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.http = http
         self.sleep = sleep
         self.backoff = tuple(backoff)
+        self.deadline = deadline  # a `clock()` time no call may run past (the hook's background attach)
+        self.clock = clock
+
+    def _timeout(self) -> tuple[float, float]:
+        """TIMEOUT, cut to what is left before the deadline; TwilioTimeout when nothing is left."""
+        if self.deadline is None:
+            return TIMEOUT
+        left = self.deadline - self.clock()
+        if left <= 0:
+            raise TwilioTimeout()
+        return (min(TIMEOUT[0], left), min(TIMEOUT[1], left))
 
     def _call(self, method: str, url: str, **kwargs: object) -> requests.Response:
         for wait in (*self.backoff, None):
             cause: Exception | None = None
+            timeout = self._timeout()
             try:
-                resp = self.http.request(method, url, auth=self.settings.twilio_auth, timeout=TIMEOUT,
+                resp = self.http.request(method, url, auth=self.settings.twilio_auth, timeout=timeout,
                                          allow_redirects=False, **kwargs)  # type: ignore[arg-type]
             except requests.Timeout as e:
                 error: ResolverError = TwilioTimeout()
@@ -70,7 +83,7 @@ class TwilioRest:
                 if resp.status_code not in RETRY_STATUSES:
                     return resp
                 error = TwilioUnavailable()
-            if wait is None:
+            if wait is None or (self.deadline is not None and self.clock() + wait >= self.deadline):
                 raise error from cause
             self.sleep(wait)
         raise AssertionError("unreachable")

@@ -52,7 +52,8 @@ ERRORS: dict[str, dict[str, Any]] = {
     "429": _error("Rate limited.", {"Retry-After": {"schema": {"type": "string", "pattern": r"^[0-9]+$"},
                                                     "required": True}}),
     "502": _error("The upstream failed."),
-    "503": _error("Twilio's token validation is unreachable (fail closed: no grant)."),
+    "503": _error("Twilio's token validation is unreachable (fail closed: no grant); on the TaskRouter hook, "
+                  "hook_busy (too many attaches running)."),
     "504": _error("The upstream timed out."),
 }
 
@@ -304,8 +305,10 @@ def _document(public_url: str) -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
                     "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}},
-                "responses": {"204": {"description": "Handled (or an event it ignores)."},
-                              **errors(400, 403, 404, 405, 409, 502, 504)},
+                "responses": {"204": {"description": "Accepted: the attach runs after this answer (TaskRouter "
+                                                     "waits at most 15 s) and its outcome is in the audit "
+                                                     "trail; or an event it ignores."},
+                              **errors(400, 403, 404, 405, 503)},
             }},
             "/api/v1/resolve": {
                 "post": {

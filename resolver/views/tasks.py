@@ -5,13 +5,18 @@ RESOLVER_API_KEYS is set. `POST /hooks/taskrouter` takes the workspace's EventCa
 by Twilio with a shared key (TWILIO_WEBHOOK_SHARED_KEYS) or the account's auth token; with neither there is
 nothing to check the signature with, so the hook answers 404. On the events below it lists the task's call
 recordings (and its transcript) through resolver links before the task completes and is deleted.
+
+TaskRouter waits at most 15 seconds for the answer, so the hook never calls Twilio while the request is open:
+after the signature and the event are checked it records `attach`/`accepted`, hands the attach to the app's
+HookJobs (taskrouter/background.py: a greenlet under gunicorn's gevent worker, with bounded retries and a
+bounded total time, one outcome record per event) and answers 204 at once.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ..access.links import MAX_ENTRIES, MediaSpec, check_task_sid
@@ -73,10 +78,11 @@ def taskrouter_hook() -> ResponseReturnValue:
     event, task_sid = request.form.get("EventType", ""), request.form.get("TaskSid", "")
     if request.form.get("AccountSid") != settings.account_sid or event not in HOOK_EVENTS or not task_sid:
         return _no_content()
-    workspace_sid = request.form.get("WorkspaceSid", "")
+    workspace_sid = check_workspace_sid(request.form.get("WorkspaceSid"))
     check_task_sid(task_sid)
-    attach_audited(_attacher(), ctx().audit, workspace_sid, task_sid, keep_defaults=True,
-                   only_with_recordings=True)
+    # never Twilio while TaskRouter waits: the attach runs after this answer (its outcome is audited)
+    ctx().hooks.submit(workspace_sid, task_sid, {"via": "hook", "request_id": g.get("request_id"),
+                                                 "client": request.remote_addr})
     return _no_content()
 
 

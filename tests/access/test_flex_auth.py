@@ -52,7 +52,7 @@ def test_a_burst_of_one_cold_token_costs_one_validation(validator, twilio):
     finally:
         twilio.iam_delay = 0.0
     assert twilio.validations.count(token) == 1
-    assert all(getattr(r, "identity", None) == "sup@example.com" for r in results), results
+    assert all(getattr(r, "realm_user_id", None) == "sup@example.com" for r in results), results
 
 
 def test_a_burst_of_one_invalid_token_costs_one_validation_and_all_get_401(validator, twilio):
@@ -74,7 +74,7 @@ def test_a_failed_validation_is_never_shared_as_a_success(validator, twilio):
     finally:
         twilio.iam_status = None
     assert all(isinstance(r, Unavailable) for r in results), results
-    assert validator.validate(token).identity == "sup@example.com"  # nothing false was remembered
+    assert validator.validate(token).realm_user_id == "sup@example.com"  # nothing false was remembered
 
 
 def test_waiters_fail_closed_when_the_answer_does_not_come_in_time(env, store, twilio):

@@ -120,7 +120,7 @@ def test_resolve_limit_per_identity_shared_with_provider(make_client, twilio, fr
     other = new_token(twilio, worker_sid=WORKER, identity="calm@example.com")
     assert resolve(client, entry["url"], other).status_code == 200
     denied = [r for r in audit_records(env) if r["event"] == "resolve" and r["reason"] == "rate_limited"]
-    assert len(denied) == 2 and {r["identity"] for r in denied} == {"busy@example.com"}
+    assert len(denied) == 2 and {r["realm_user_id"] for r in denied} == {"busy@example.com"}
 
 
 def test_invalid_tokens_from_one_address_stop_reaching_twilio(make_client, twilio, frozen):

@@ -135,10 +135,10 @@ def test_every_outcome_is_audited_and_the_trail_verifies(app, client, env, token
     ]
     trail = records(env)
     started, ranged = trail[4], trail[5]
-    assert started | {"range": "bytes=10-19", "method": "GET", "identity": "sup@example.com",
+    assert started | {"range": "bytes=10-19", "method": "GET", "realm_user_id": "sup@example.com",
                       "key": RECORDING_SID} == started
     assert ranged | {"status": 206, "bytes": 10, "range": "bytes=10-19", "complete": True, "method": "GET",
-                     "identity": "sup@example.com", "task_sid": "WT" + "3" * 32, "key": RECORDING_SID} == ranged
+                     "realm_user_id": "sup@example.com", "task_sid": "WT" + "3" * 32, "key": RECORDING_SID} == ranged
     assert trail[7]["method"] == "HEAD" and trail[14]["via"] == "provider"
     assert all(r.get("client") == "127.0.0.1" for r in trail)
     report = audit_trail.verify([env["RESOLVER_AUDIT_LOG"]])

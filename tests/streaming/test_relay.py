@@ -75,12 +75,14 @@ def grant(server):
     return lambda key, source="hostile": server.url + mint(signer, source, key)
 
 
-def access_bytes(server, since: int) -> list[tuple[int, int]]:
-    """(status, %(B)s) of each /m/ access-log line written after byte offset `since` of the log."""
+def access_bytes(server, since: int, rid: str = "") -> list[tuple[int, int]]:
+    """(status, %(B)s) of each /m/ access-log line written after byte offset `since` of the log; with `rid`,
+    only that request's line (a previous test's line may land late, after `since`)."""
     deadline = time.monotonic() + 5
     while True:
         text = server.log()[since:]
-        found = [(int(s), int(b)) for s, b in re.findall(r'"GET /m/<grant_token>" (\d{3}) (\d+) ', text)]
+        lines = re.findall(r'"GET /m/<grant_token>" (\d{3}) (\d+) \S+ rid=(\S*)', text)
+        found = [(int(s), int(b)) for s, b, r in lines if not rid or r == rid]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
@@ -163,7 +165,7 @@ def test_a_chunked_upstream_takes_the_wsgi_loop_and_ends_with_its_terminator(ser
         payload += body[end + 2:end + 2 + n]
         pos = end + 2 + n + 2
     assert payload == BLOB
-    assert access_bytes(server, mark)[0][0] == 200
+    assert [status for status, _ in access_bytes(server, mark, headers["x-request-id"])] == [200]
     assert audit_records(server, "chunked/c.mp3")[-1]["complete"] is True
 
 

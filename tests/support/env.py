@@ -80,7 +80,8 @@ class Storage:
 
 def new_token(twilio: FakeTwilio, roles: list[str] | None = None, **kw: object) -> str:
     token = "eyJ" + secrets.token_urlsafe(24)
-    twilio.tokens[token] = FlexUser(identity=kw.pop("identity", "sup@example.com"),  # type: ignore[arg-type]
+    # `identity` here is the user's name (IAM's realm_user_id); IAM's `identity` is its escaped form
+    twilio.tokens[token] = FlexUser(realm_user_id=kw.pop("identity", "sup@example.com"),  # type: ignore[arg-type]
                                     roles=roles or ["supervisor"], **kw)  # type: ignore[arg-type]
     return token
 

@@ -41,6 +41,12 @@ WS = sid("WS", 1)
 WT = sid("WT", 1)
 
 
+def settle(client_or_app, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait for the TaskRouter hook's background attaches (they run after the hook answered)."""
+    app = getattr(client_or_app, "application", client_or_app)
+    assert app.extensions["resolver"].hooks.wait(timeout), "hook attaches still running"
+
+
 def env_for(url: str, tmp_path: Path, sources: str = SOURCES_TOML, **extra: str) -> dict[str, str]:
     path = tmp_path / "sources.toml"
     path.write_text(sources)

@@ -13,7 +13,7 @@ from flask import Flask
 from resolver import config, create_app
 from resolver.demo.fake_taskrouter import FakeTaskRouter, recording
 from resolver.taskrouter.signature import compute_signature
-from tests.support.taskrouter import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, sid
+from tests.support.taskrouter import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, settle, sid
 
 API_KEY = "svc_" + "x" * 40
 RE1, CA1, CH1 = sid("RE", 1), sid("CA", 1), sid("CH", 1)
@@ -140,8 +140,10 @@ def event(**fields: str) -> dict[str, str]:
 def post_event(client, form: dict[str, str], *, url: str = PUBLIC_URL + HOOK, token: str = AUTH_TOKEN,  # type: ignore[no-untyped-def]
                signature: str | None = None, path: str = HOOK):
     sig = signature if signature is not None else compute_signature(token, url, form.items())
-    return client.post(path, data=urlencode(form), content_type="application/x-www-form-urlencoded",
+    resp = client.post(path, data=urlencode(form), content_type="application/x-www-form-urlencoded",
                        headers={"X-Twilio-Signature": sig} if sig else {})
+    settle(client)  # the attach runs after the answer
+    return resp
 
 
 @pytest.fixture
@@ -209,9 +211,11 @@ def test_hook_leaves_a_task_without_a_recording_alone(client, tr_fake):
     assert tr_fake.writes == [] and task.attributes == json.dumps({"conversationSid": CH1})
 
 
-def test_hook_reports_a_missing_task(client, tr_fake):
+def test_hook_audits_a_missing_task(client, tr_fake, tmp_path):
     resp = post_event(client, event())
-    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "task_not_found"
+    assert resp.status_code == 204  # answered before TaskRouter was asked; the refusal is in the audit trail
+    attaches = [(r["outcome"], r.get("reason")) for r in audit_lines(tmp_path) if r["event"] == "attach"]
+    assert attaches == [("accepted", None), ("refused", "task_not_found")]
 
 
 def test_hook_is_404_with_api_key_credentials_only(tr_server, tr_fake, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from resolver import config, create_app
 from resolver.demo.fake_taskrouter import recording
 from resolver.errors import ConfigError
 from resolver.taskrouter.signature import compute_signature, is_valid, parse_settings
-from tests.support.taskrouter import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, sid
+from tests.support.taskrouter import ACCOUNT, AUTH_TOKEN, PUBLIC_URL, WS, WT, env_for, settle, sid
 
 request_validator = pytest.importorskip("twilio.request_validator", reason="the test extra (twilio) is missing")
 RequestValidator = request_validator.RequestValidator
@@ -46,8 +46,10 @@ def post(client, form: dict[str, str], signature: str, settings_header: str | No
     headers = {"X-Twilio-Signature": signature}
     if settings_header is not None:
         headers["X-Twilio-Webhooks-Signature-Settings"] = settings_header
-    return client.post(HOOK, data=urlencode(form), content_type="application/x-www-form-urlencoded",
+    resp = client.post(HOOK, data=urlencode(form), content_type="application/x-www-form-urlencoded",
                        headers=headers)
+    settle(client)  # the attach runs after the answer
+    return resp
 
 
 def make_app(url: str, tmp_path, **extra: str) -> Flask:  # type: ignore[no-untyped-def]

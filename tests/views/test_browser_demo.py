@@ -148,6 +148,20 @@ def test_redirect_lands_on_the_external_system(flex: sync_api.Page, demo: Demo, 
     crm.screenshot(path=shots / "4-redirect-crm.png")
 
 
+def test_a_plain_link_opens_as_it_is_and_claims_no_check(flex: sync_api.Page, demo: Demo) -> None:
+    """The "Knowledge base (not a resolver link)" row: Flex opens it as it is; the resolver is never asked,
+    and the page it lands on must not say the resolver checked the user (as the CRM page rightly does)."""
+    resolver_requests: list[str] = []
+    flex.context.on("request", lambda r: resolver_requests.append(r.url)
+                    if r.url.startswith(demo.resolver_url + "/api/") else None)
+    kb = _open(flex, "Knowledge base (not a resolver link)")
+    kb.wait_for_url("**/kb/kb-12")
+    text = kb.locator("main").inner_text()
+    assert "not a resolver link" in text and "nobody checked" in text
+    assert "checking the Flex user" not in text and "redirected here" not in text
+    assert resolver_requests == []  # no resolve: nothing was checked, and nothing claims it was
+
+
 def test_user_without_an_allowed_role_sees_the_refusal(flex: sync_api.Page, demo: Demo, shots: Path) -> None:
     flex.select_option("#user", label="Alex Agent (agent)")
     popups: list[sync_api.Page] = []
