@@ -38,7 +38,7 @@ def free_port() -> int:
 def main() -> int:
     twilio = FakeTwilio(account_sid=ACCOUNT, auth_token=AUTH, recordings={RECORDING: (AUDIO, "audio/mpeg")})
     token = "eyJ" + secrets.token_urlsafe(24)
-    twilio.tokens[token] = FlexUser(identity="smoke@example.com", roles=["supervisor"])
+    twilio.tokens[token] = FlexUser(realm_user_id="smoke@example.com", roles=["supervisor"])
     work, port = Path(tempfile.mkdtemp(prefix="resolver-smoke-")), free_port()
     (work / "sources.toml").write_text('[sources.recordings]\nkind = "twilio-recording"\nformat = "mp3"\n')
     with ServerThread(twilio.app()) as fake:

@@ -44,7 +44,7 @@ def main() -> None:
         fake.add_encrypted(ENCRYPTED_SID, body, public, args.recording_key_sid)  # type: ignore[arg-type]
     with open(args.tokens) as f:
         for token, identity in json.load(f).items():
-            fake.tokens[token] = FlexUser(identity=identity, roles=["supervisor"])
+            fake.tokens[token] = FlexUser(realm_user_id=identity, roles=["supervisor"])
     app = fake.app()
 
     @app.get("/_bench/validations")
