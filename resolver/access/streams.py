@@ -37,11 +37,17 @@ def _digest(who: str) -> str:
 class Held:
     """The stream slots one stream holds (one per budget): (group, bound) pairs and the stream's member id."""
 
-    def __init__(self, store: Store, member: str, ttl: float) -> None:
-        self.store, self.member, self.ttl = store, member, ttl
+    def __init__(self, store: Store, member: str, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.member, self.ttl, self.clock = store, member, ttl, clock
         self.groups: list[tuple[str, int]] = []
+        self.renewed = clock()
 
     def renew(self) -> None:
+        """Extend the leases once a third of their life has passed (not at every re-check: every write to the
+        store is shared by all streams starting at that moment)."""
+        if self.clock() - self.renewed < self.ttl / 3:
+            return
+        self.renewed = self.clock()
         for group, bound in self.groups:
             self.store.take_slot(group, self.member, self.ttl, bound)  # held already: always room
 
