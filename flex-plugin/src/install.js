@@ -4,6 +4,8 @@
 // there (webpack.config.js lets this one file past the src/ boundary), so the plugin and static/ cannot drift.
 import { installDrilldownHandler } from '../../static/flex-drilldown.js';
 
+export { installDrilldownHandler }; // re-exported so a test can prove it is static/'s very function
+
 export const NOTIFICATION_ID = 'MediaResolverRefused';
 /** The manager.strings key of the notification's template; `{{message}}` is the handler's sentence. */
 export const NOTIFICATION_STRING = 'MediaResolverRefused';
@@ -26,17 +28,34 @@ export const NOTIFICATION_STRING = 'MediaResolverRefused';
  */
 
 /**
- * The resolver's URL: the build-time value, else the Flex configuration's `mediaResolver.url`
- * (set through the Flex Configuration API's `ui_attributes`, which Flex merges into `manager.configuration`).
+ * @typedef {object} FlexManagerLike the parts of Flex's Manager the plugin reads
+ * @property {{ token?: string }} [user]
+ * @property {Record<string, string>} [strings] Flex's templates (notification content is a key in them)
+ * @property {{ mediaResolver?: { url?: string } }} [configuration] appConfig merged with ui_attributes
+ * @property {{ ui_attributes?: { mediaResolver?: { url?: string } } }} [serviceConfiguration]
+ */
+
+function text(value) {
+  return typeof value === 'string' && value.trim() ? value.trim() : '';
+}
+
+/** `mediaResolver.url` from the Flex configuration: `manager.configuration`, else the raw `ui_attributes`. */
+export function configuredUrl(manager) {
+  return text(manager?.configuration?.mediaResolver?.url) ||
+    text(manager?.serviceConfiguration?.ui_attributes?.mediaResolver?.url);
+}
+
+/**
+ * The resolver's URL: the build-time value (it is part of the reviewed bundle), else the Flex configuration's
+ * `mediaResolver.url` (appConfig.js locally; `ui_attributes` through the Flex Configuration API in an account).
  *
- * @param {{ configuration?: { mediaResolver?: { url?: string } } }} manager
+ * @param {FlexManagerLike} manager
  * @param {string} [buildTimeUrl]
  * @returns {{ url: string, source: 'build' | 'configuration' } | null}
  */
 export function resolverUrlFor(manager, buildTimeUrl) {
-  if (typeof buildTimeUrl === 'string' && buildTimeUrl.trim()) return { url: buildTimeUrl.trim(), source: 'build' };
-  const configured = manager?.configuration?.mediaResolver?.url;
-  if (typeof configured === 'string' && configured.trim()) return { url: configured.trim(), source: 'configuration' };
+  if (text(buildTimeUrl)) return { url: text(buildTimeUrl), source: 'build' };
+  if (configuredUrl(manager)) return { url: configuredUrl(manager), source: 'configuration' };
   return null;
 }
 
@@ -44,11 +63,12 @@ export function resolverUrlFor(manager, buildTimeUrl) {
  * Register the refusal notification with Flex's own Notifications and return a `notify(message)` for it.
  *
  * @param {typeof import('@twilio/flex-ui')} flex
- * @param {{ strings?: Record<string, string> }} manager
+ * @param {FlexManagerLike} manager
  * @param {number} [timeoutMs]
  * @returns {(message: string) => void}
  */
 export function flexNotifier(flex, manager, timeoutMs = 10000) {
+  // Flex renders a string content that names a template through Handlebars; `{{message}}` is HTML-escaped.
   if (manager.strings && !manager.strings[NOTIFICATION_STRING]) manager.strings[NOTIFICATION_STRING] = '{{message}}';
   flex.Notifications.registerNotification({
     id: NOTIFICATION_ID,
@@ -65,7 +85,7 @@ export function flexNotifier(flex, manager, timeoutMs = 10000) {
  * Without a resolver URL nothing is installed (Flex keeps its own handler) and the reason is logged.
  *
  * @param {typeof import('@twilio/flex-ui')} flex
- * @param {import('@twilio/flex-ui').Manager} manager
+ * @param {FlexManagerLike} manager Flex's Manager
  * @param {MediaResolverOptions} [options]
  * @returns {Installed | null}
  */
@@ -79,8 +99,8 @@ export function installMediaResolver(flex, manager, options = {}) {
     );
     return null;
   }
-  const configured = manager?.configuration?.mediaResolver?.url;
-  if (chosen.source === 'build' && typeof configured === 'string' && configured.trim() && configured.trim() !== chosen.url) {
+  const configured = configuredUrl(manager);
+  if (chosen.source === 'build' && configured && configured !== chosen.url) {
     console.warn(`[plugin-media-resolver] the Flex configuration names ${configured}; using the build-time ${chosen.url}`);
   }
   const { resolve } = installDrilldownHandler({
