@@ -12,8 +12,8 @@
 // `fmr:open`; the handler answers windows this tab opened only, and only ever posts to the resolver's
 // origin, so the token stays here (README, "The postMessage protocol").
 //
-//   import { installDrilldownHandler } from "https://media.example.com/static/flex-drilldown.js";
-//   installDrilldownHandler({ Actions: flex.Actions, manager, resolverUrl: "https://media.example.com" });
+// In Flex this file is bundled, not fetched: flex-plugin/ (plugin-media-resolver) imports it at build time and
+// calls installDrilldownHandler({ Actions: flex.Actions, manager, resolverUrl, notify }) in its init (README).
 
 const RESOLVE_TIMEOUT_MS = 15000;
 const PLAYER_PATH = "/static/player.html";

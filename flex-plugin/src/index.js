@@ -1,0 +1,5 @@
+import * as FlexPlugin from '@twilio/flex-plugin';
+
+import MediaResolverPlugin from './MediaResolverPlugin.js';
+
+FlexPlugin.loadPlugin(MediaResolverPlugin);
