@@ -30,6 +30,31 @@ CREATE TABLE IF NOT EXISTS revocations (
 """
 
 
+TAKE_SLOT = """
+INSERT INTO kv (k, v, exp) SELECT ?, x'', ?
+WHERE EXISTS (SELECT 1 FROM kv WHERE k = ? AND exp > ?)
+   OR (SELECT COUNT(*) FROM kv WHERE k >= ? AND k < ? AND exp > ?) < ?
+ON CONFLICT(k) DO UPDATE SET exp = excluded.exp
+RETURNING 1
+"""
+# One Lua call for all of a stream's groups (sorted sets scored by expiry): first check every group has room
+# (after dropping the expired), then add or renew in all; else name the full one.
+TAKE_SLOTS_LUA = """
+local now, exp, member, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if not redis.call('ZSCORE', key, member) and redis.call('ZCARD', key) >= tonumber(ARGV[4 + i]) then
+    return i
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, exp, member)
+  redis.call('PEXPIRE', key, ttl)
+end
+return 0
+"""
+
+
 def _contended(err: sqlite3.OperationalError) -> bool:
     """Another connection holds the lock right now (worth retrying), rather than a broken file or disk."""
     text = str(err).lower()
@@ -61,13 +86,13 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def take_slot(self, group: str, member: str, ttl: float, bound: int) -> bool:
-        """Hold `member` in `group` for `ttl` seconds when fewer than `bound` unexpired members are held (or it
-        is held already: a renewal); False when the group is full. Atomic across workers and instances, and
-        one round trip whatever the bound."""
+    def take_slots(self, groups: list[tuple[str, int]], member: str, ttl: float) -> str | None:
+        """Hold `member` for `ttl` seconds in each (group, bound) whose unexpired members number fewer than its
+        bound (or that holds it already: a renewal). All or nothing: the first full group's name, with nothing
+        taken, else None. Atomic across workers and instances, one round trip whatever the bounds."""
         ...
 
-    def drop_slot(self, group: str, member: str) -> None: ...
+    def drop_slots(self, groups: list[str], member: str) -> None: ...
 
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
         """Add `by` (one; -1 gives a reservation back) to a counter that expires `ttl` seconds after its first
@@ -180,25 +205,33 @@ class SQLiteStore:
     def delete(self, key: str) -> None:
         self._run("DELETE FROM kv WHERE k = ?", (key,))
 
-    def take_slot(self, group: str, member: str, ttl: float, bound: int) -> bool:
-        # Members are kv rows `<group>/<member>`; one statement counts the live ones (an index range on the
-        # key) and inserts or renews, under SQLite's single writer lock.
-        now, key = time.time(), f"{group}/{member}"
-        rows = self._run(
-            """
-            INSERT INTO kv (k, v, exp) SELECT ?, x'', ?
-            WHERE EXISTS (SELECT 1 FROM kv WHERE k = ? AND exp > ?)
-               OR (SELECT COUNT(*) FROM kv WHERE k >= ? AND k < ? AND exp > ?) < ?
-            ON CONFLICT(k) DO UPDATE SET exp = excluded.exp
-            RETURNING 1
-            """,
-            (key, now + ttl, key, now, group + "/", group + "0", now, bound),
-        )
-        self._sweep(now)
-        return bool(rows)
+    def take_slots(self, groups: list[tuple[str, int]], member: str, ttl: float) -> str | None:
+        # Members are kv rows `<group>/<member>`; per group one statement counts the live ones (an index range
+        # on the key) and inserts or renews; all groups in one write transaction (one lock, all or nothing).
+        now = time.time()
 
-    def drop_slot(self, group: str, member: str) -> None:
-        self._run("DELETE FROM kv WHERE k = ?", (f"{group}/{member}",))
+        def take(db: sqlite3.Connection) -> str | None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for group, bound in groups:
+                    key = f"{group}/{member}"
+                    if not db.execute(TAKE_SLOT, (key, now + ttl, key, now, group + "/", group + "0", now,
+                                                  bound)).fetchall():
+                        db.execute("ROLLBACK")
+                        return group
+                db.execute("COMMIT")
+                return None
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        full = self._guard(take)
+        self._sweep(now)
+        return full
+
+    def drop_slots(self, groups: list[str], member: str) -> None:
+        self._guard(lambda db: db.executemany("DELETE FROM kv WHERE k = ?", [(f"{g}/{member}",) for g in groups]))
 
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
         now = time.time()
@@ -281,18 +314,18 @@ class RedisStore:
     def delete(self, key: str) -> None:
         self._call(self._redis.delete, self._prefix + key)
 
-    def take_slot(self, group: str, member: str, ttl: float, bound: int) -> bool:
-        # A sorted set per group, scored by expiry: drop the expired, then add or renew if there is room.
-        script = ("redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) "
-                  "if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) "
-                  "then redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4]) redis.call('PEXPIRE', KEYS[1], ARGV[5]) "
-                  "return 1 end return 0")
+    def take_slots(self, groups: list[tuple[str, int]], member: str, ttl: float) -> str | None:
         now = time.time()
-        return bool(self._call(self._redis.eval, script, 1, self._prefix + "slots:" + group, repr(now),
-                               repr(now + ttl), bound, member, max(1, int(ttl * 1000))))
+        keys = [self._prefix + "slots:" + group for group, _ in groups]
+        full = int(self._call(self._redis.eval, TAKE_SLOTS_LUA, len(keys), *keys, repr(now), repr(now + ttl),
+                              member, max(1, int(ttl * 1000)), *(bound for _, bound in groups)))
+        return groups[full - 1][0] if full else None
 
-    def drop_slot(self, group: str, member: str) -> None:
-        self._call(self._redis.zrem, self._prefix + "slots:" + group, member)
+    def drop_slots(self, groups: list[str], member: str) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for group in groups:
+            pipe.zrem(self._prefix + "slots:" + group, member)
+        self._call(pipe.execute)
 
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
         def run() -> int:

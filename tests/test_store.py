@@ -208,25 +208,36 @@ def test_add_gives_each_lease_to_exactly_one_process(store_url, store):
     assert sum(won) == 100
 
 
+def take_one(store, group, member, ttl, bound):  # type: ignore[no-untyped-def]
+    return store.take_slots([(group, bound)], member, ttl) is None
+
+
 def test_take_slot_holds_at_most_the_bound_and_renews_when_full(store):
-    assert [store.take_slot("g", f"m{i}", 60, 3) for i in range(5)] == [True, True, True, False, False]
-    assert store.take_slot("g", "m1", 60, 3)  # a member already held renews, even in a full group
-    assert store.take_slot("other", "m9", 60, 3)  # groups are separate
-    store.drop_slot("g", "m0")
-    assert store.take_slot("g", "m3", 60, 3) and not store.take_slot("g", "m4", 60, 3)
+    assert [take_one(store, "g", f"m{i}", 60, 3) for i in range(5)] == [True, True, True, False, False]
+    assert take_one(store, "g", "m1", 60, 3)  # a member already held renews, even in a full group
+    assert take_one(store, "other", "m9", 60, 3)  # groups are separate
+    store.drop_slots(["g"], "m0")
+    assert take_one(store, "g", "m3", 60, 3) and not take_one(store, "g", "m4", 60, 3)
+
+
+def test_take_slots_is_all_or_nothing_and_names_the_full_group(store):
+    assert store.take_slots([("small", 1), ("big", 10)], "a", 60) is None
+    assert store.take_slots([("big", 10), ("small", 1)], "b", 60) == "small"
+    assert take_one(store, "big", "z", 60, 2)  # "b" took nothing in "big": a, z fill its two places
+    assert not take_one(store, "big", "y", 60, 2)
 
 
 def test_take_slot_members_expire_with_their_lease(store):
-    assert store.take_slot("e", "a", 0.2, 1) and not store.take_slot("e", "b", 60, 1)
+    assert take_one(store, "e", "a", 0.2, 1) and not take_one(store, "e", "b", 60, 1)
     time.sleep(0.3)
-    assert store.take_slot("e", "b", 60, 1)  # the lapsed lease left room
+    assert take_one(store, "e", "b", 60, 1)  # the lapsed lease left room
 
 
 SLOT_SCRIPT = (
     "import sys\n"
     "from resolver.store import open_store\n"
     "s = open_store(sys.argv[1])\n"
-    "print(sum(s.take_slot('crowd', f'{sys.argv[2]}-{i}', 60, 25) for i in range(50)))\n"
+    "print(sum(s.take_slots([('crowd', 25)], f'{sys.argv[2]}-{i}', 60) is None for i in range(50)))\n"
 )
 
 

@@ -1,6 +1,6 @@
 """Streams while they run: a bounded number per grant and per identity, and access re-checked on the way.
 
-Slots are leases in the shared store, not counters. `Store.take_slot` holds a stream's member in a group only
+Slots are leases in the shared store, not counters. `Store.take_slots` holds a stream's member in a group only
 while the group has fewer live members than its bound (atomic across workers and instances, one round trip
 whatever the bound), so a stream holds one slot of its grant's group and one of its identity's, renews them at
 every re-check and drops them when it ends; a worker killed mid-stream leaves them to expire after the
@@ -48,33 +48,29 @@ class Held:
         if self.clock() - self.renewed < self.ttl / 3:
             return
         self.renewed = self.clock()
-        for group, bound in self.groups:
-            self.store.take_slot(group, self.member, self.ttl, bound)  # held already: always room
+        self.store.take_slots(self.groups, self.member, self.ttl)  # held already: always room
 
     def release(self) -> None:
         """Give the slots back (idempotent); a store that does not answer leaves them to their TTL."""
         groups, self.groups = self.groups, []
-        for group, _ in groups:
-            try:
-                self.store.drop_slot(group, self.member)
-            except StoreError:
-                log.warning("a stream slot could not be released; it expires in %.0f s", self.ttl)
+        if not groups:
+            return
+        try:
+            self.store.drop_slots([group for group, _ in groups], self.member)
+        except StoreError:
+            log.warning("stream slots could not be released; they expire in %.0f s", self.ttl)
 
 
 def hold(store: Store, grant: Grant, ttl: float) -> Held:
     """One slot of the grant's and one of the identity's, or TooManyStreams (429) with nothing held."""
     held = Held(store, secrets.token_hex(8), ttl)
-    budgets = (("grant", f"{grant.link}:{grant.nonce}", policy.MAX_STREAMS_PER_GRANT),
-               ("identity", grant.identity, policy.MAX_STREAMS_PER_IDENTITY))
-    try:
-        for budget, who, bound in budgets:
-            group = f"streams:{budget}:{_digest(who)}"
-            if not store.take_slot(group, held.member, ttl, bound):
-                raise TooManyStreams(budget)
-            held.groups.append((group, bound))
-    except BaseException:
-        held.release()
-        raise
+    budgets = {"grant": f"{grant.link}:{grant.nonce}", "identity": grant.identity}
+    bounds = {"grant": policy.MAX_STREAMS_PER_GRANT, "identity": policy.MAX_STREAMS_PER_IDENTITY}
+    groups = [(f"streams:{budget}:{_digest(who)}", bounds[budget]) for budget, who in budgets.items()]
+    full = store.take_slots(groups, held.member, ttl)
+    if full is not None:
+        raise TooManyStreams(full.split(":")[1])
+    held.groups = groups
     return held
 
 
