@@ -131,17 +131,43 @@ def test_expired_grant_is_renewed_where_the_user_was(flex: sync_api.Page, demo: 
     assert state["paused"] is False  # and it kept playing
 
 
-def test_transcript_reads_as_text(flex: sync_api.Page, shots: Path) -> None:
+def test_raw_entry_first_in_the_list_is_drilled_to_and_reads_as_text(flex: sync_api.Page, demo: Demo,
+                                                                       shots: Path) -> None:
+    """A task whose media list starts with Raw (a back-end job's order): Flex drills to it, through the
+    HistoricalReportingView action, so the handler resolves it with the user's token."""
+    resolves: list[str] = []
+    flex.context.on("request", lambda r: resolves.append(r.post_data or "")
+                    if r.url == demo.resolver_url + "/api/v1/resolve" else None)
     player = _open(flex, "Transcript")
     player.locator(".transcript .line").first.wait_for()
     lines = player.locator(".transcript .line").all_inner_texts()
     assert len(lines) == 4
     assert "Customer:" in lines[1] and "lost my debit card" in lines[1]
+    assert any(demo.links["transcript"] in body for body in resolves)  # the drill went through the handler
     player.screenshot(path=shots / "3-player-transcript.png")
 
 
+def test_raw_entry_not_first_gets_no_panel(flex: sync_api.Page, demo: Demo) -> None:
+    """Our attach never puts Raw first; Flex then shows no panel for it: nothing to click, no request."""
+    row = flex.locator("#rows tr").first
+    assert row.locator("button[data-type=Raw]").count() == 0
+    assert row.get_by_role("button", name="Transcript (Raw, second)").count() == 0
+    note = row.locator(".no-panel[data-type=Raw]")
+    assert "no panel" in note.inner_text() and "only when it is first" in note.inner_text()
+    # The entry itself is there, second, as the attach step writes it (VoiceRecording first).
+    media = flex.evaluate("() => JSON.parse(document.getElementById('demo-config').textContent)"
+                          ".conversations[0].media")
+    assert [m["type"] for m in media][:2] == ["VoiceRecording", "Raw"]
+    assert media[1]["url"] == demo.links["transcript"]
+    popups: list[sync_api.Page] = []
+    flex.context.on("page", lambda p: popups.append(p))
+    note.click()
+    flex.wait_for_timeout(300)
+    assert popups == []
+
+
 def test_redirect_lands_on_the_external_system(flex: sync_api.Page, demo: Demo, shots: Path) -> None:
-    crm = _open(flex, "CRM ticket")
+    crm = _open(flex, "↗ CRM ticket (Referenced)")
     crm.wait_for_url("**/crm/tickets/4711")
     assert crm.locator("h1").inner_text() == "Ticket 4711"
     assert crm.evaluate("() => window.opener") is None
