@@ -2,6 +2,7 @@
 // drills (the "HistoricalReportingView" action) are handled by the real flex-drilldown.js from the resolver.
 const config = JSON.parse(document.getElementById("demo-config").textContent);
 const { installDrilldownHandler } = await import(`${config.resolverUrl}/static/flex-drilldown.js`);
+import { InsightsPlayer } from "./insights-player.js";
 
 const handlers = {};
 const Actions = {
@@ -13,6 +14,15 @@ const Actions = {
 };
 const manager = { user: { token: config.users[0].token } };
 installDrilldownHandler({ Actions, manager, resolverUrl: config.resolverUrl });
+
+// Flex Insights' own player, embedded in the page: it plays VoiceRecording entries through url_provider.
+const player = new InsightsPlayer({
+  audio: document.getElementById("ip-audio"),
+  title: document.getElementById("ip-title"),
+  error: document.getElementById("ip-error"),
+  token: () => manager.user.token,
+});
+window.insightsPlayer = player; // for the demo's tests
 
 const select = document.getElementById("user");
 for (const [i, user] of config.users.entries()) {
@@ -26,8 +36,8 @@ select.addEventListener("change", () => {
 function drill(url) { return Actions.invokeAction("HistoricalReportingView", url); }
 function panelFor(entry, index) {
   switch (entry.type) {
-    case "VoiceRecording":
-      return () => drill(entry.url);
+    case "VoiceRecording": // the Insights player, through url_provider (only the first one is visible)
+      return () => { document.getElementById("insights-player").hidden = false; return player.load(entry); };
     case "Referenced": // the Referenced panel's "Open in a new tab": window.open(url), no action involved
       return () => window.open(entry.url);
     case "Raw": // Twilio's Custom Media page: Flex drills to a Raw entry only when it is first in the list
