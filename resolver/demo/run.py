@@ -89,26 +89,43 @@ base_url = "{crm_url}/crm/tickets/"
 """
 
 
+def _entry(entries: dict[str, dict], name: str, label: str) -> dict:
+    """An entry exactly as it sits in `conversations.media`, plus the label the demo's button shows."""
+    return {**entries[name], "label": label}
+
+
 def _conversations(entries: dict[str, dict], task_sid: str, site_url: str) -> list[dict]:
-    media = [
-        {"label": "▶ Recording", "kind": "audio", "url": entries["audio"]["url"]},
-        {"label": "▶ Encrypted recording", "kind": "audio", "url": entries["audio_encrypted"]["url"]},
-        {"label": "Transcript", "kind": "transcript", "url": entries["transcript"]["url"]},
-        {"label": "CRM ticket", "kind": "redirect", "url": entries["redirect"]["url"]},
-        # Flex's Conversation Screen lists Referenced entries with "Open in a new tab": window.open(url), not
-        # the HistoricalReportingView action; the /d/ page then asks this tab's handler for the grant.
-        {"label": "↗ Recording (Referenced)", "kind": "audio", "url": entries["referenced_audio"]["url"],
-         "open": "window"},
-        {"label": "↗ CRM ticket (Referenced)", "kind": "redirect", "url": entries["redirect"]["url"],
-         "open": "window"},
-    ]
+    """Rows of the Conversations screen, each with its task's media list in the order Flex reads it.
+
+    The page (demo.js) decides what to show from each entry's `type` and position, as Flex 2.17 does:
+    `VoiceRecording` plays in the Insights player through `url_provider`, `Referenced` opens with
+    `window.open(url)`, and `Raw` is drilled to (the `HistoricalReportingView` action) only when it is first
+    in the list; a `Raw` entry anywhere else gets no panel.
+    """
+    kb = {"type": "Referenced", "url": f"{site_url}/kb/kb-12", "title": "Knowledge base article kb-12",
+          "label": "Knowledge base (not a resolver link)"}
     return [
+        # As our attach writes it: the recording first, Raw never first (so Flex shows it no panel).
         {"date": "2026-01-14 10:02", "agent": "Sam Supervisor", "customer": "+1 415 555 0100", "queue": "Cards",
-         "talk": "0:08", "task": task_sid, "media": media},
-        {"date": "2026-01-14 09:41", "agent": "Alex Agent", "customer": "+1 415 555 0199", "queue": "Loans",
-         "talk": "3:12", "task": "", "media": [
-             {"label": "Knowledge base (not a resolver link)", "kind": "plain", "url": f"{site_url}/kb/kb-12"},
+         "talk": "0:08", "task": task_sid, "media": [
+             _entry(entries, "audio", "▶ Recording"),
+             _entry(entries, "transcript", "Transcript (Raw, second)"),
+             _entry(entries, "referenced_audio", "↗ Recording (Referenced)"),
+             _entry(entries, "redirect", "↗ CRM ticket (Referenced)"),
          ]},
+        # One VoiceRecording per task (Twilio: "only the first VoiceRecording is visible").
+        {"date": "2026-01-14 09:58", "agent": "Sam Supervisor", "customer": "+1 415 555 0100", "queue": "Cards",
+         "talk": "0:08", "task": task_sid, "media": [
+             _entry(entries, "audio_encrypted", "▶ Encrypted recording"),
+         ]},
+        # A list a back-end job wrote with Raw first (POST /api/v1/links keeps the order given; our attach
+        # never does this): Flex drills to it instead of opening the Conversation Screen.
+        {"date": "2026-01-14 09:50", "agent": "Sam Supervisor", "customer": "+1 415 555 0142", "queue": "Cards",
+         "talk": "1:05", "task": task_sid, "media": [
+             _entry(entries, "transcript", "Transcript"),
+         ]},
+        {"date": "2026-01-14 09:41", "agent": "Alex Agent", "customer": "+1 415 555 0199", "queue": "Loans",
+         "talk": "3:12", "task": "", "media": [kb]},
     ]
 
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, abort, render_template_string
 
 PAGE = resources.files(__package__) / "page"
-STATIC = {"demo.js": "text/javascript", "demo.css": "text/css"}
+STATIC = {"demo.js": "text/javascript", "insights-player.js": "text/javascript", "demo.css": "text/css"}
 
 
 def site_app(*, resolver_url: str, users: list[dict], conversations: list[dict], direct_link: str) -> Flask:
@@ -23,6 +23,7 @@ def site_app(*, resolver_url: str, users: list[dict], conversations: list[dict],
     config = {"resolverUrl": resolver_url, "users": users, "conversations": conversations, "directLink": direct_link}
     csp = (
         f"default-src 'none'; script-src 'self' {resolver_origin}; connect-src {resolver_origin}; "
+        f"media-src {resolver_origin}; "
         "style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 
