@@ -26,7 +26,7 @@ def provider(link_token: str) -> ResponseReturnValue:
     """Flex Insights' url_provider: the Basic-auth token in, a grant URL the player refreshes by itself out."""
     token = basic_token(request.headers.get("Authorization"))
     issued = ctx().gate.issue_grant(token, link_token, via="provider", client=request.remote_addr)
-    # The player refreshes a URL carrying X-Amz-Expires at 90% of its life and after a playback error.
+    # The player refreshes a URL carrying X-Amz-Expires at 90% of its life (Insights player 2.3.3; README).
     return {"media_url": f"{issued.url}?X-Amz-Expires={issued.lifetime}"}
 
 
