@@ -17,17 +17,9 @@ from pathlib import Path
 import pytest
 
 from resolver.demo.run import Demo, start_demo
+from tests.support.browser import ARGS, CHROMIUM, require
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra (playwright) is not installed")
-if not Path(CHROMIUM).is_file():
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = require()
 
 
 @pytest.fixture(scope="module")
