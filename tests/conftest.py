@@ -27,7 +27,7 @@ from tests.support.env import (
     stop_gunicorn,
 )
 
-pytest_plugins = ["tests.support.hostile", "tests.support.moto_s3"]  # their fixtures, for every test
+pytest_plugins = ["tests.support.hostile", "tests.support.moto_s3", "tests.support.browser"]  # their fixtures
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -21,3 +22,13 @@ def require() -> ModuleType:
     if not Path(CHROMIUM).is_file():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
     return sync_api
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """One headless Chromium per test module (playwright is imported only by modules that ask for it)."""
+    sync_api = require()
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield launched
+        launched.close()

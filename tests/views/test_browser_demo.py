@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from resolver.demo.run import Demo, start_demo
-from tests.support.browser import ARGS, CHROMIUM, require
+from tests.support.browser import require
 
 sync_api = require()
 
@@ -35,14 +35,6 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(where) if where else tmp_path_factory.mktemp("screenshots")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[sync_api.Browser]:
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture()

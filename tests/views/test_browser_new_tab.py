@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from resolver.demo.run import Demo, start_demo
-from tests.support.browser import ARGS, CHROMIUM, require
+from tests.support.browser import require
 
 sync_api = require()
 
@@ -34,14 +34,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     running = start_demo(audit_log=str(tmp_path_factory.mktemp("audit") / "audit.log"))
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[sync_api.Browser]:
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture()
