@@ -40,6 +40,10 @@ TWILIO_MEDIA_HOSTS = ("api.twilio.com", "media.twiliocdn.com")
 
 # Streaming: read this much per upstream read (large, so the body loop costs almost nothing per byte).
 STREAM_CHUNK = 256 * 1024
+# Idle keep-alive connections kept per upstream host and worker: a stream that read exactly its promised
+# length gives its connection back, so the next grant skips the TCP (and TLS) handshake. Sized for a few
+# hundred concurrent listeners; more are still served, on connections closed after use.
+UPSTREAM_POOL_SIZE = 256
 
 # Media is passed through byte for byte: never let requests/urllib3 decompress it.
 UPSTREAM_REQUEST_DEFAULTS = {"Accept-Encoding": "identity", "User-Agent": "flex-media-resolver"}

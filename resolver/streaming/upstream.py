@@ -24,6 +24,7 @@ from flask import Response
 from requests.adapters import HTTPAdapter
 from requests.hooks import dispatch_hook
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from .. import policy
@@ -64,7 +65,7 @@ class StreamAborted(Exception):
     """The upstream failed after the response started: the client connection is cut, never completed."""
 
 
-def new_session(pool_size: int = 64) -> requests.Session:
+def new_session(pool_size: int = policy.UPSTREAM_POOL_SIZE) -> requests.Session:
     """One session per app: no proxies or .netrc from the environment, no automatic retries."""
     session = requests.Session()
     session.trust_env = False
@@ -166,13 +167,7 @@ class Upstream:
         try:
             prepared = requests.Request("GET", hop.url, headers=send, auth=basic).prepare()
             started = time.perf_counter()
-            resp = session.get_adapter(hop.url).send(
-                prepared,
-                stream=True,
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-                verify=session.verify,
-                proxies={},
-            )
+            resp = self._send(session, prepared)
             # What Session.send would do: time to headers, then the session's response hooks (metrics).
             resp.elapsed = timedelta(seconds=time.perf_counter() - started)
             return dispatch_hook("response", session.hooks, resp)
@@ -184,6 +179,20 @@ class Upstream:
                 raise redirects.refuse(source, "the host resolves to a non-public address") from e
             log.warning("upstream %s unreachable: %s", source.name, type(e).__name__)
             raise UpstreamFailed() from e
+
+    def _send(self, session: requests.Session, prepared: requests.PreparedRequest) -> requests.Response:
+        """The adapter's send, once more if the connection broke before any answer: a kept-alive connection
+        the upstream closed just as we reused it (the race every keep-alive client has; a GET is safe to
+        repeat, on another connection). Timeouts and refused connects are not repeated."""
+        for attempt in (1, 2):
+            try:
+                return session.get_adapter(prepared.url).send(
+                    prepared, stream=True, timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                    verify=session.verify, proxies={})
+            except requests.ConnectionError as e:
+                if attempt == 2 or not (e.args and isinstance(e.args[0], ProtocolError)):
+                    raise
+        raise AssertionError("unreachable")
 
     def _checked(self, source: Source, resp: requests.Response) -> requests.Response:
         if resp.status_code in policy.PASSED_STATUSES:
@@ -305,6 +314,7 @@ class Upstream:
                 relay.send_rest(up.raw, client, promised - sent, progress)
                 sent = transfer.bytes
                 transfer.complete = True
+                _keep_alive(up, promised, sent)
                 return
             for chunk in chunks:
                 sent += len(chunk)
@@ -315,6 +325,7 @@ class Upstream:
                 sending.before_yield()
                 yield chunk
             transfer.complete = True
+            _keep_alive(up, promised, sent)
         except GeneratorExit:  # the server closed the body: the client left, or a write to it timed out
             if sending.stalled():
                 transfer.reason = "client_stalled"
@@ -354,6 +365,19 @@ class Upstream:
         probe.close()
         return entity_length(probe.status_code, probe.headers.get("Content-Range"),
                              probe.headers.get("Content-Length"))
+
+
+def _keep_alive(up: requests.Response, promised: int | None, sent: int) -> None:
+    """Give the upstream connection back to its pool once exactly the promised body was read: it is then at
+    a message boundary, so the next grant skips a TCP (and TLS) handshake. Anything else (no length, a short
+    or long count) is closed as before. Bytes the upstream sent past its length are never read as the next
+    response: the pool drops a connection with unread bytes (urllib3's is_connection_dropped)."""
+    if promised is None or sent != promised:
+        return
+    response = getattr(up.raw, "_fp", None)  # http.client's: closed, its socket kept (the relay read past it)
+    if response is not None:
+        response.close()
+    up.raw.release_conn()
 
 
 def _error_body(resp: requests.Response) -> bytes:
