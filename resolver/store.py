@@ -23,6 +23,7 @@ from .errors import StoreUnavailable
 T = TypeVar("T")
 ALL_BEFORE = "before"  # the revocation kind whose value is a cut-off time (seconds since the epoch)
 SWEEP_EVERY = 60.0  # seconds between deletions of expired SQLite rows, per process
+BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX = 0.0005, 0.005  # seconds between tries while another process holds a lock
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, exp REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS revocations (
@@ -118,8 +119,9 @@ class SQLiteStore:
     """One file shared by the workers of one machine.
 
     WAL mode lets readers run beside the one writer; every statement is its own short transaction
-    (autocommit), so a writer waits at most `busy_timeout` seconds for another process's lock and the
-    counters are single atomic UPSERT statements. Revocations are written with a full fsync.
+    (autocommit), so a writer waits at most `busy_timeout` seconds for another process's lock (`_guard`,
+    yielding to the worker's other requests meanwhile) and the counters are single atomic UPSERT statements.
+    Revocations are written with a full fsync.
     """
 
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
@@ -135,42 +137,48 @@ class SQLiteStore:
     def _create_schema(self) -> None:
         """WAL mode and the tables, tolerating every other process opening the same new file at once.
 
-        Switching a new file to WAL needs a moment of exclusive access, and SQLite answers "database is locked"
-        at once instead of waiting for it (the busy timeout does not cover this step), so several workers
-        booting on a fresh store would fail. Each step is retried, with jitter, until `busy_timeout` has
-        passed; the master process also creates the schema before it forks (gunicorn_config.on_starting)."""
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                with self._lock:
-                    db = self._db()
-                    if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                        db.execute("PRAGMA journal_mode=WAL")  # persistent: later opens find it set
-                    db.executescript(SCHEMA)
-                return
-            except sqlite3.OperationalError as e:
-                if not _contended(e) or time.monotonic() >= deadline:
-                    raise StoreError("sqlite store failed") from e
-                time.sleep(0.005 + secrets.randbelow(20) / 1000)
-            except sqlite3.Error as e:
-                raise StoreError("sqlite store failed") from e
+        Switching a new file to WAL needs a moment of exclusive access, which another process opening the same
+        new file may hold, so several workers booting on a fresh store contend for it: `_guard` retries, as for
+        any other statement; the master process also creates the schema before it forks
+        (gunicorn_config.on_starting)."""
+
+        def create(db: sqlite3.Connection) -> None:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # persistent: later opens find it set
+            db.executescript(SCHEMA)
+
+        self._guard(create)
 
     def _db(self) -> sqlite3.Connection:
         """One connection per process (a forked worker opens its own); a lock serialises its statements."""
         if self._conn is None or self._pid != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
+            # No busy handler of SQLite's own: it sleeps in C, which would stall every request of a gevent
+            # worker while another process holds the write lock; `_guard` waits instead, yielding.
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
             # WAL + NORMAL: a commit survives a crash of the process; only revocations ask for FULL (fsync).
             conn.execute("PRAGMA synchronous=NORMAL")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
     def _guard(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            with self._lock:
-                return fn(self._db())
-        except sqlite3.Error as e:
-            raise StoreError("sqlite store failed") from e
+        """Run `fn` on the connection; while another process holds the lock it needs, run it again after a
+        short pause (growing, jittered, up to `busy_timeout` in all). The pause is `time.sleep`, which under
+        gevent yields to the worker's other requests, and is taken without holding this process's lock.
+        Retrying is safe: a statement refused for a lock changed nothing, and `fn` rolls back what it began."""
+        deadline, pause = 0.0, 0.0
+        while True:
+            try:
+                with self._lock:
+                    return fn(self._db())
+            except sqlite3.OperationalError as e:
+                now = time.monotonic()
+                deadline = deadline or now + self.busy_timeout
+                if not _contended(e) or now >= deadline:
+                    raise StoreError("sqlite store failed") from e
+            except sqlite3.Error as e:
+                raise StoreError("sqlite store failed") from e
+            time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
+            pause = min(BUSY_PAUSE_MAX, pause * 2 or BUSY_PAUSE_FIRST)
 
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._guard(lambda db: db.execute(sql, args).fetchall())

@@ -285,3 +285,36 @@ def test_six_processes_opening_one_fresh_sqlite_store_at_once_never_fail(tmp_pat
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("0 "), out.stdout
+
+
+# A gevent worker whose store write waits for another process's lock must keep serving its other requests:
+# SQLite's own busy handler sleeps in C and would freeze them all. Run in a fresh, monkey-patched interpreter.
+YIELDING_WAIT_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import sqlite3, sys, time, gevent
+from resolver.store import SQLiteStore
+store = SQLiteStore(sys.argv[1], busy_timeout=5.0)
+other = sqlite3.connect(sys.argv[1], isolation_level=None, check_same_thread=False)
+other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock for 0.5 s
+ticks = []
+def beat():
+    while True:
+        gevent.sleep(0.01); ticks.append(time.monotonic())
+def unlock():
+    time.sleep(0.5); other.execute("ROLLBACK")
+beater, unlocker = gevent.spawn(beat), gevent.spawn(unlock)
+gevent.sleep(0)  # let both start
+started = time.monotonic()
+value = store.incr("k", 10)
+waited = time.monotonic() - started
+print(value, round(waited, 2), sum(1 for t in ticks if t >= started))
+"""
+
+
+def test_a_sqlite_write_waiting_for_a_lock_lets_the_workers_other_requests_run(tmp_path):
+    out = subprocess.run([sys.executable, "-c", YIELDING_WAIT_SCRIPT, str(tmp_path / "s.db")], env=process_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    value, waited, beats = out.stdout.split()
+    assert value == "1" and 0.4 < float(waited) < 2.0  # it waited for the lock, then counted
+    assert int(beats) >= 25  # ~50 beats of 10 ms in 0.5 s; a wait in C lets none through
