@@ -16,7 +16,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
@@ -62,6 +62,11 @@ class Grant:
     realm: str = ""  # the user's realm_user_id, when IAM sent one (revocable by either name)
 
 
+def _payload(entry: Link | Grant) -> dict[str, object]:
+    """The fields that are set (str and int values only: `vars`, not `asdict`, which deep-copies each)."""
+    return {k: v for k, v in vars(entry).items() if v not in ("", None)}
+
+
 def _serializer(keys: Sequence[str], salt: str) -> URLSafeSerializer:
     return URLSafeSerializer(
         list(keys),
@@ -78,7 +83,7 @@ class Signer:
         self._grants = _serializer(keys, GRANT_SALT)
 
     def sign_link(self, link: Link) -> str:
-        return self._links.dumps({k: v for k, v in asdict(link).items() if v not in ("", None)})
+        return self._links.dumps(_payload(link))
 
     def load_link(self, token: str) -> Link:
         """A link that does not verify is simply unknown (404), like a link to an unknown source."""
@@ -104,7 +109,7 @@ class Signer:
             nonce=secrets.token_urlsafe(6),
             realm=realm,
         )
-        return grant, self._grants.dumps({k: v for k, v in asdict(grant).items() if v not in ("", None)})
+        return grant, self._grants.dumps(_payload(grant))
 
     def load_grant(self, token: str, *, now: float) -> Grant:
         """Verify signature and life; any failure is the same 403 (no oracle for which part was wrong)."""

@@ -33,7 +33,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .. import redact
@@ -54,6 +54,11 @@ class Field:
     kind: type
     max_len: int = 256
     pattern: str | None = None
+    _match: Callable[[str], object] | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.pattern:  # compiled once: records are written on every request
+            object.__setattr__(self, "_match", re.compile(self.pattern).fullmatch)
 
     def clean(self, value: object) -> object:
         if self.kind is bool:
@@ -66,7 +71,7 @@ class Field:
         text = value if isinstance(value, str) else str(value)
         if len(text) > self.max_len:
             text = text[: self.max_len] + TRUNCATED
-        if self.pattern and not re.fullmatch(self.pattern, text):
+        if self._match is not None and not self._match(text):
             return INVALID
         return text
 
@@ -187,7 +192,9 @@ class AuditLog:
         # Fields every record gets unless given (the request id); observers see each record once written.
         self.defaults: Callable[[], dict[str, object]] = dict
         self.observers: list[Callable[[dict[str, Any]], None]] = []
-        self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len))
+        known = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        # One search for all of them (a literal alternation, so no backtracking): fields are checked per record.
+        self._secret_in = re.compile("|".join(map(re.escape, known))).search if known else None
         self._clock = clock
         self._new_chain(parent=None)
         self._closed = False
@@ -287,7 +294,7 @@ class AuditLog:
         if isinstance(value, bool | int):
             return False
         text = value if isinstance(value, str) else str(value)
-        return any(s in text for s in self._secrets) or redact.token_shaped(text)
+        return (self._secret_in is not None and self._secret_in(text) is not None) or redact.token_shaped(text)
 
 
 def _close_quietly(ref: weakref.ref[AuditLog]) -> None:
