@@ -23,7 +23,7 @@ from .errors import StoreUnavailable
 T = TypeVar("T")
 ALL_BEFORE = "before"  # the revocation kind whose value is a cut-off time (seconds since the epoch)
 SWEEP_EVERY = 60.0  # seconds between deletions of expired SQLite rows, per process
-BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX = 0.0005, 0.005  # seconds between tries while another process holds a lock
+BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX = 0.001, 0.01  # seconds between tries while another process holds a lock
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, exp REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS revocations (
@@ -165,7 +165,7 @@ class SQLiteStore:
         short pause (growing, jittered, up to `busy_timeout` in all). The pause is `time.sleep`, which under
         gevent yields to the worker's other requests, and is taken without holding this process's lock.
         Retrying is safe: a statement refused for a lock changed nothing, and `fn` rolls back what it began."""
-        deadline, pause = 0.0, 0.0
+        deadline, pause = 0.0, BUSY_PAUSE_FIRST
         while True:
             try:
                 with self._lock:
@@ -178,7 +178,7 @@ class SQLiteStore:
             except sqlite3.Error as e:
                 raise StoreError("sqlite store failed") from e
             time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
-            pause = min(BUSY_PAUSE_MAX, pause * 2 or BUSY_PAUSE_FIRST)
+            pause = min(BUSY_PAUSE_MAX, pause * 2)
 
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._guard(lambda db: db.execute(sql, args).fetchall())
