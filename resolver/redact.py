@@ -11,12 +11,14 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import Settings
 
 REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 8  # a shorter configured value would match ordinary text
 NOT_TOKEN_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 # Paths whose last segment is a link or a grant (docs/http-api.md), wherever they appear in a line.
 MIN_SIGNATURE = 20  # base64url characters of a truncated HMAC at least
@@ -63,6 +65,12 @@ def redact(text: str) -> str:
         return text
     pieces = re.split(r"([^A-Za-z0-9_.-]+)", text)  # keep the separators so the line stays readable
     return "".join(REDACTED if i % 2 == 0 and _run_is_token(p) else p for i, p in enumerate(pieces))
+
+
+def searchable_secrets(values: Iterable[str]) -> tuple[str, ...]:
+    """The configured secrets worth searching text for: each once, at least MIN_SECRET_LENGTH long, the
+    longest first (so a secret containing another is blanked whole)."""
+    return tuple(sorted({v for v in values if v and len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
 
 
 def known_secrets(settings: Settings) -> list[str]:

@@ -135,7 +135,6 @@ EVENTS: dict[str, str] = {
 }
 CHAIN_EVENTS = frozenset({"chain_start", "chain_end"})
 
-MIN_SECRET_LENGTH = 8
 
 
 class AuditError(Exception):
@@ -192,7 +191,7 @@ class AuditLog:
         # Fields every record gets unless given (the request id); observers see each record once written.
         self.defaults: Callable[[], dict[str, object]] = dict
         self.observers: list[Callable[[dict[str, Any]], None]] = []
-        known = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        known = redact.searchable_secrets(secrets)
         # One search for all of them (a literal alternation, so no backtracking): fields are checked per record.
         self._secret_in = re.compile("|".join(map(re.escape, known))).search if known else None
         self._clock = clock

@@ -57,7 +57,7 @@ class _StderrHandler(logging.StreamHandler):
 
 def setup(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
     """Give the `resolver` loggers one stderr handler with the UTC format and the filter (idempotent)."""
-    FILTER.secrets = tuple(sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True))
+    FILTER.secrets = redact.searchable_secrets(secrets)
     logger = logging.getLogger("resolver")
     logger.setLevel(level)
     if any(FILTER in h.filters for h in logger.handlers):
