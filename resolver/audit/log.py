@@ -136,7 +136,6 @@ EVENTS: dict[str, str] = {
 CHAIN_EVENTS = frozenset({"chain_start", "chain_end"})
 
 
-
 class AuditError(Exception):
     """The record could not be written; the caller must not hand out media it cannot account for."""
 
