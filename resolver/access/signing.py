@@ -17,9 +17,11 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from itsdangerous import BadData, URLSafeSerializer
-from itsdangerous.encoding import base64_decode, base64_encode
+from itsdangerous import Signer as ItsSigner
+from itsdangerous.encoding import base64_decode, base64_encode, want_bytes
 
 from ..errors import BadGrant, NotFound
 
@@ -67,10 +69,39 @@ def _payload(entry: Link | Grant) -> dict[str, object]:
     return {k: v for k, v in vars(entry).items() if v not in ("", None)}
 
 
+class _KeptSigner(ItsSigner):
+    """itsdangerous' Signer, with each key's derived key (an HMAC of the salt) computed once, not on every
+    sign and every verify; the derivation, and so every token, is itsdangerous' own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._derived: dict[bytes, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        secret = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        derived = self._derived.get(secret)
+        if derived is None:
+            derived = self._derived[secret] = super().derive_key(secret)
+        return derived
+
+
+class _Serializer(URLSafeSerializer):
+    """One signer per salt for the serializer's life (itsdangerous makes a new one for every dumps/loads)."""
+
+    def make_signer(self, salt: str | bytes | None = None) -> ItsSigner:
+        salt = self.salt if salt is None else want_bytes(salt)
+        signers = self.__dict__.setdefault("_signers", {})
+        signer = signers.get(salt)
+        if signer is None:
+            signer = signers[salt] = super().make_signer(salt)
+        return signer
+
+
 def _serializer(keys: Sequence[str], salt: str) -> URLSafeSerializer:
-    return URLSafeSerializer(
+    return _Serializer(
         list(keys),
         salt=salt,
+        signer=_KeptSigner,
         signer_kwargs={"digest_method": hashlib.sha256, "key_derivation": "hmac"},
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from resolver.access.signing import Link, Signer
@@ -107,3 +109,21 @@ def test_payload_holds_no_upstream_url(signer):
     valid, data = URLSafeSerializer("anyone can read it").loads_unsafe(grant_token(signer))
     assert not valid and data["key"] == LINK.key  # readable without the key: identifiers only
     assert not any("http" in str(v) or "/" in str(v) for v in data.values())
+
+
+def test_tokens_are_itsdangerous_own_whatever_is_kept_between_calls(signer):
+    """The signer keeps its derived keys and signers between calls: the tokens stay byte for byte what a
+    fresh itsdangerous serializer makes, and one made by a fresh serializer under the old key still loads."""
+    from itsdangerous import URLSafeSerializer
+
+    from resolver.access.signing import LINK_SALT, _payload
+
+    def fresh(keys):
+        return URLSafeSerializer(keys, salt=LINK_SALT,
+                                 signer_kwargs={"digest_method": hashlib.sha256, "key_derivation": "hmac"})
+
+    for _ in range(2):  # the second round uses what the first kept
+        assert signer.sign_link(LINK) == fresh(KEYS).dumps(_payload(LINK))
+    assert signer.load_link(fresh(KEYS[:1]).dumps(_payload(LINK))) == LINK
+    with pytest.raises(NotFound):
+        signer.load_link(fresh(["x" * 40]).dumps(_payload(LINK)))
