@@ -7,6 +7,7 @@ scheme, host, port and path prefix (ASVS 13.1.1: the same parser for the check a
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from urllib.parse import quote
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from urllib3.util import parse_url
+from urllib3.util import Url, parse_url
 
 from .errors import BadRequest, ConfigError
 from .twilio_ids import PUBLIC_KEY_SID, RECORDING_SID
@@ -106,13 +107,19 @@ def check_key(source: Source, key: object) -> str:
     return key
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(base_url: str) -> Url:
+    """A base_url as the fetching parser reads it (a handful per process, read on every grant)."""
+    return parse_url(base_url)
+
+
 def upstream_url(source: Source, key: str, *, channels: int | None = None) -> str:
     """Build the URL for `key`, proving with the fetching parser that it stays under base_url."""
     check_key(source, key)
     url = source.base_url + quote(key, safe="/") + source.suffix
     if source.kind == "twilio-recording" and channels == 2:
         url += "?RequestedChannels=2"
-    base, built = parse_url(source.base_url), parse_url(url)
+    base, built = _parsed(source.base_url), parse_url(url)
     if (built.scheme, built.host, built.port) != (base.scheme, base.host, base.port) or not (
         built.path or ""
     ).startswith(base.path or "/"):
