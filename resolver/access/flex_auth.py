@@ -2,7 +2,9 @@
 
 Twilio is the only judge of a Flex token (`POST {TWILIO_IAM_URL}/v1/Accounts/{AC}/Tokens/validate`). Any
 doubt fails closed: a slow or broken IAM is 503, never a grant. Positive answers are cached in the shared
-store under a hash of the token (never the token) for a short time that ends before the token does.
+store under a hash of the token (never the token) for a short time that ends before the token does; each
+process keeps what it read there for MEMO_SECONDS more at most, and the store's entry lives that much less,
+so a verdict is never trusted longer than `validation_cache_ttl` after Twilio gave it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -34,6 +37,8 @@ TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 CACHE_CONTEXT = b"flex-media-resolver/validation-cache/v1"
 LEASE_POLL = 0.02  # seconds between looks at the cache while another request asks Twilio about the same token
 DENIAL_TTL = 10.0  # seconds Twilio's "invalid" for a token is remembered (an invalid token never turns valid)
+MEMO_SECONDS = 2.0  # a worker's own copy of a verdict it read from the store (a burst of resolves: one read)
+MEMO_ENTRIES = 4096  # tokens a worker keeps at most (the oldest goes first)
 _DENIAL = b"denied"
 _DENIED = object()
 
@@ -128,6 +133,33 @@ def _code(value: object) -> None:
         raise ValueError("a valid answer with an error code")
 
 
+class _Memo:
+    """Verdicts this process read from the store, each for MEMO_SECONDS at most and never past its token.
+    Keyed like the store (a keyed hash, never the token); only valid users, never a denial."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: dict[str, tuple[FlexUser, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> FlexUser | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._clock() < entry[1]:
+            return entry[0]
+        with self._lock:
+            self._entries.pop(key, None)
+        return None
+
+    def put(self, key: str, user: FlexUser) -> None:
+        until = min(self._clock() + MEMO_SECONDS, user.expires_at)
+        with self._lock:
+            if key not in self._entries and len(self._entries) >= MEMO_ENTRIES:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = (user, until)
+
+
 class TokenValidator:
     def __init__(
         self,
@@ -146,6 +178,7 @@ class TokenValidator:
         # Cache entries are keyed and sealed with a key derived from the newest signing key: whoever can write
         # to the store cannot plant a "valid" answer, and the store never holds a plain token hash.
         self._cache_secret = hmac.new(settings.secret_keys[-1].encode(), CACHE_CONTEXT, hashlib.sha256).digest()
+        self._memo = _Memo(clock)
 
     def validate(self, token: str, guard: Callable[[], AbstractContextManager[None]] = nullcontext) -> FlexUser:
         """The user Twilio says this token belongs to: from the shared cache, or asked of Twilio once.
@@ -158,6 +191,10 @@ class TokenValidator:
         only (the failed-authentication budget): cached verdicts and waiters never reach it."""
         name = self._mac(token.encode())
         cache_key, lease_key = "tok:" + name, "tokl:" + name
+        remembered = self._memo.get(cache_key)
+        if remembered is not None:
+            self.on_cache(True)
+            return remembered
         deadline = time.monotonic() + self.settings.connect_timeout + self.settings.validation_timeout
         while True:
             leased = False
@@ -170,6 +207,7 @@ class TokenValidator:
                     self._release(lease_key)
                 if cached is _DENIED:
                     raise Unauthenticated()
+                self._memo.put(cache_key, cached)  # type: ignore[arg-type]
                 self.on_cache(True)
                 return cached  # type: ignore[return-value]
             if leased:
@@ -190,7 +228,8 @@ class TokenValidator:
             self._remember(cache_key, _DENIAL, DENIAL_TTL)
             raise
         else:
-            ttl = min(self.settings.validation_cache_ttl, user.expires_at - self.clock())
+            # The store keeps it MEMO_SECONDS less: a worker that reads it last keeps it to the full ttl.
+            ttl = min(self.settings.validation_cache_ttl - MEMO_SECONDS, user.expires_at - self.clock())
             if ttl > 1:
                 self._remember(cache_key, json.dumps(asdict(user)).encode(), ttl)
             return user

@@ -129,3 +129,85 @@ def test_a_well_formed_answer_is_a_user(validator, twilio):
                              "worker_sid": WORKER, "expiration": "2099-01-01T00:00:00.000+00:00"}
     user = validator.validate(token)
     assert (user.identity, user.roles, user.worker_sid) == ("sup@example.com", ("supervisor",), WORKER)
+
+
+class CountingStore:
+    """The real store, with the validation cache's reads and writes noted."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        self.store, self.reads, self.ttls = store, 0, []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.store, name)
+
+    def get(self, key: str):  # type: ignore[no-untyped-def]
+        self.reads += key.startswith("tok:")
+        return self.store.get(key)
+
+    def put(self, key: str, value: bytes, ttl: float) -> None:
+        if key.startswith("tok:"):
+            self.ttls.append(ttl)
+        self.store.put(key, value, ttl)
+
+
+def test_a_worker_reads_a_cached_verdict_once_per_memo_window_and_trusts_it_no_longer_in_all(env, store, twilio):
+    """Each process keeps a verdict it read from the store for MEMO_SECONDS; the store keeps it that much
+    less than the 60 s, so the two together never trust Twilio's answer longer than the cache promises."""
+    from resolver.access.flex_auth import MEMO_SECONDS
+
+    now = [time.time()]
+    counting = CountingStore(store)
+    settings = config.from_env(env)
+    http = new_session()
+    try:
+        validator = TokenValidator(settings, http, counting, clock=lambda: now[0])
+        token = new_token(twilio, worker_sid=WORKER)
+        validator.validate(token)  # Twilio's answer, stored
+        assert counting.ttls and max(counting.ttls) <= settings.validation_cache_ttl - MEMO_SECONDS
+        reads = counting.reads
+        validator.validate(token)  # read from the store, then kept
+        assert counting.reads == reads + 1
+        for _ in range(5):
+            validator.validate(token)
+        assert counting.reads == reads + 1  # from the worker's memo
+        now[0] += MEMO_SECONDS
+        validator.validate(token)
+        assert counting.reads == reads + 2  # the memo's time is up: the store again
+        assert twilio.validations.count(token) == 1
+    finally:
+        http.close()
+
+
+def test_the_memo_never_outlives_the_token(env, store, twilio):
+    from datetime import UTC, datetime
+
+    now = [time.time()]
+    http = new_session()
+    try:
+        validator = TokenValidator(config.from_env(env), http, store, clock=lambda: now[0])
+        token = "eyJshort-lived-" + secrets.token_urlsafe(8)
+        expires = now[0] + 1.5
+        twilio.answers[token] = {"valid": True, "identity": "sup@example.com", "roles": ["supervisor"],
+                                 "worker_sid": WORKER,
+                                 "expiration": datetime.fromtimestamp(expires, UTC).isoformat(timespec="milliseconds")}
+        validator.validate(token)
+        validator.validate(token)  # read back from the store: in the memo now, until the token's end at most
+        now[0] = expires + 0.01
+        with pytest.raises(Unauthenticated):  # neither memo nor store: Twilio, whose answer has expired
+            validator.validate(token)
+        assert twilio.validations.count(token) == 2
+    finally:
+        http.close()
+
+
+def test_the_memo_holds_at_most_memo_entries_the_oldest_going_first(monkeypatch):
+    from resolver.access import flex_auth
+
+    monkeypatch.setattr(flex_auth, "MEMO_ENTRIES", 3)
+    memo = flex_auth._Memo(lambda: 1000.0)
+    user = flex_auth.FlexUser(identity="u", worker_sid=WORKER, roles=("agent",), expires_at=2000.0)
+    for key in "abcd":
+        memo.put(key, user)
+    assert [memo.get(k) is not None for k in "abcd"] == [False, True, True, True]
+    memo.put("b", user)  # a key already held takes no other's place
+    assert all(memo.get(k) is not None for k in "bcd")
