@@ -45,6 +45,7 @@ GENESIS = "0" * 64
 REDACTED = redact.REDACTED
 INVALID = "[invalid]"
 TRUNCATED = "...[truncated]"
+CLEAN_TEXTS = 4096  # field texts a writer remembers as checked and cleaned (then it starts afresh)
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class AuditLog:
         # One search for all of them (a literal alternation, so no backtracking): fields are checked per record.
         self._secret_in = re.compile("|".join(map(re.escape, known))).search if known else None
         self._clock = clock
+        self._clean_texts: dict[tuple[str, str], object] = {}  # (field, text) -> cleaned, for texts without secrets
         self._new_chain(parent=None)
         self._closed = False
         _WRITERS.add(self)
@@ -272,7 +274,7 @@ class AuditLog:
                 continue
             if value is None:
                 continue
-            rec[name] = REDACTED if self._is_secret(value) else spec.clean(value)
+            rec[name] = self._field(name, spec, value)
         if dropped:
             log.warning("audit: dropped fields not in the allowlist: %s", ",".join(dropped))
             rec["dropped"] = ",".join(dropped)
@@ -286,6 +288,24 @@ class AuditLog:
         self._seq += 1
         self._prev = rec["hash"]
         return rec
+
+    def _field(self, name: str, spec: Field, value: object) -> object:
+        """The value as recorded: [redacted], or cleaned. A text found to hold no secret is remembered with
+        its cleaned form (identities, sources, keys and addresses repeat from record to record); one that
+        holds a secret never is, so no token outlives its record here."""
+        if type(value) is not str:
+            return REDACTED if self._is_secret(value) else spec.clean(value)
+        key = (name, value)
+        cleaned = self._clean_texts.get(key)
+        if cleaned is not None:
+            return cleaned
+        if self._is_secret(value):
+            return REDACTED
+        cleaned = spec.clean(value)
+        if len(self._clean_texts) >= CLEAN_TEXTS:
+            self._clean_texts.clear()
+        self._clean_texts[key] = cleaned
+        return cleaned
 
     def _is_secret(self, value: object) -> bool:
         """Checked on the whole value, before truncation could cut a token's shape off."""

@@ -86,6 +86,28 @@ def test_token_shaped_and_configured_secrets_are_redacted(tmp_path):
         assert secret not in text
 
 
+def test_remembered_texts_are_recorded_as_first_checked_and_secrets_are_never_remembered(tmp_path, monkeypatch):
+    """The writer remembers field texts it found clean (they repeat record after record); a repeat is
+    recorded exactly as the first, a secret is redacted every time and never remembered, and what is
+    remembered stays bounded."""
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
+    log = AuditLog.open(str(tmp_path / "a.log"), secrets=["upstream-password-123"])
+    fields = {"identity": "alice@example.com", "worker_sid": WK, "task_sid": WT + "x", "key": "x" * 600,
+              "client": "pw=upstream-password-123", "range": jwt}
+    first, again = log.record("resolve", **fields), log.record("resolve", **fields)
+    fresh = AuditLog.open(str(tmp_path / "b.log"), secrets=["upstream-password-123"]).record("resolve", **fields)
+    for rec in (first, again):
+        assert {k: rec[k] for k in fields} == {k: fresh[k] for k in fields}
+    assert again["task_sid"] == audit.INVALID and again["key"].endswith(audit.TRUNCATED)
+    assert again["client"] == again["range"] == audit.REDACTED
+    remembered = " ".join(f"{k} {v}" for k, v in log._clean_texts)
+    assert "upstream-password-123" not in remembered and jwt not in remembered and "alice@example.com" in remembered
+    monkeypatch.setattr(audit, "CLEAN_TEXTS", 8)
+    for i in range(50):
+        log.record("grant", identity=f"user{i}")
+    assert len(log._clean_texts) <= 8
+
+
 @pytest.mark.parametrize("identity, key", [
     ("heyJude.lennon@example.com", "calls/CA" + "0123456789abcdef" * 2 + ".RE" + "fedcba9876543210" * 2),
     ("user_40example_2Dcom", "RE" + "a" * 32),
