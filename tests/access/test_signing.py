@@ -127,3 +127,19 @@ def test_tokens_are_itsdangerous_own_whatever_is_kept_between_calls(signer):
     assert signer.load_link(fresh(KEYS[:1]).dumps(_payload(LINK))) == LINK
     with pytest.raises(NotFound):
         signer.load_link(fresh(["x" * 40]).dumps(_payload(LINK)))
+
+
+def test_links_that_verified_are_remembered_and_nothing_else_is(signer, monkeypatch):
+    from resolver.access import signing
+
+    token = signer.sign_link(LINK)
+    assert signer.load_link(token) is signer.load_link(token)  # the second from memory, the same link
+    for bad in (flip(token, len(token) - 5), flip(token, 3), token + "A", Signer(["x" * 40]).sign_link(LINK)):
+        for _ in range(2):  # refused again: a failure is never remembered
+            with pytest.raises(NotFound):
+                signer.load_link(bad)
+    assert list(signer._links_seen) == [token]
+    monkeypatch.setattr(signing, "LINKS_KEPT", 4)
+    for i in range(20):
+        signer.load_link(signer.sign_link(Link(source="recordings", key=f"RE{i:032d}", type="VoiceRecording")))
+    assert len(signer._links_seen) <= 4
