@@ -12,6 +12,7 @@ payload is readable by anyone who holds the URL, so it holds identifiers only: n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -28,7 +29,7 @@ from ..errors import BadGrant, NotFound
 LINK_SALT = "flex-media-resolver/link/v1"
 GRANT_SALT = "flex-media-resolver/grant/v1"
 MAX_TOKEN_LENGTH = 4096
-LINKS_KEPT = 4096  # verified links a signer remembers (then it starts afresh)
+LINKS_KEPT = 4096  # verified links a signer remembers (the most recently used)
 CLOCK_SKEW = 5  # seconds another instance's clock may run ahead of ours
 # `[.]payload.signature` in the URL-safe base64 alphabet; an HMAC-SHA256 signature is 43 characters.
 TOKEN_SHAPE = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}")
@@ -113,7 +114,7 @@ class Signer:
             raise ValueError("at least one signing key is required")
         self._links = _serializer(keys, LINK_SALT)
         self._grants = _serializer(keys, GRANT_SALT)
-        self._links_seen: dict[str, Link] = {}  # link token -> the link it verified as
+        self._verified_link = functools.lru_cache(maxsize=LINKS_KEPT)(self._verify_link)
 
     def sign_link(self, link: Link) -> str:
         return self._links.dumps(_payload(link))
@@ -122,19 +123,15 @@ class Signer:
         """A link that does not verify is simply unknown (404), like a link to an unknown source.
 
         A link is a pure function of its token (and carries no authority), so links that verified are
-        remembered (LINKS_KEPT at most): a report's links are resolved again and again. A token that does
-        not verify is never remembered."""
-        link = self._links_seen.get(token)
-        if link is not None:
-            return link
+        remembered (the LINKS_KEPT most recent): a report's links are resolved again and again. A token that
+        does not verify raises, and lru_cache never remembers a call that raised."""
+        return self._verified_link(token)
+
+    def _verify_link(self, token: str) -> Link:
         try:
-            link = Link(**self._load(self._links, token))
+            return Link(**self._load(self._links, token))
         except (BadData, TypeError, ValueError) as e:
             raise NotFound() from e
-        if len(self._links_seen) >= LINKS_KEPT:
-            self._links_seen.clear()
-        self._links_seen[token] = link
-        return link
 
     def sign_grant(
         self, link: Link, *, identity: str, worker: str, issued_at: int, expires_at: int, realm: str = ""
