@@ -2,13 +2,15 @@
 
 Under gunicorn's gevent worker the client socket is `environ["gunicorn.socket"]`, and the object counting the
 response for the access log (`%(B)s` is its `sent`) is the one whose `start_response` the app was called with.
-`capture_server_response` records it in the environ; `client_of` hands it to the view. Then `send_rest` reads
-the rest of the body into one reused 1 MiB buffer (`readinto1`: whatever has arrived, up to 1 MiB, after what
-http.client already buffered) and writes it with `send` calls (each waits at most the client socket's
-timeout, an idle timeout), counting the bytes itself and stopping exactly at the length the upstream promised.
-Over TLS each read returns one record (16 KiB at most) whatever the buffer size, so after the first read the
-buffer is filled, without waiting, from records that have already arrived (`pending()` bytes and whatever is
-in the kernel), and only then written.
+`capture_server_response` records it in the environ; `client_of` hands it to the view. Then `send_rest` fills
+one reused buffer (1 MiB; a slow upstream's stays at 64 KiB) with what has arrived and writes it, counting the
+bytes itself and stopping exactly at the length the upstream promised. Each syscall is the point, so the body
+loop calls the sockets gevent wraps (gevent keeps them non-blocking) and OpenSSL's own read directly: a read
+of what has arrived never waits, and only when nothing has does one read go through the socket itself, which
+waits (gevent's wait) at most the read timeout, an idle timeout. Over TLS each read returns one record (16 KiB
+at most) whatever the buffer size, so the buffer is filled record by record from what has arrived before it is
+written. Writes are tried on the wrapped socket first; one the kernel cannot take now goes through gevent's
+`send`, which waits at most the client socket's timeout (the send idle timeout) for the client to take any.
 
 What stays the caller's: the header phase, the first chunk (read before answering, so a stall or a break is
 still a 504/502), the size limit, the audit record. Anything the fast path cannot vouch for (a chunked or
@@ -28,12 +30,16 @@ try:
     from gunicorn.http.wsgi import Response as GunicornResponse
 except ImportError:  # not under gunicorn: the WSGI loop only
     GunicornResponse = None
+try:
+    from gevent.socket import socket as GeventSocket
+except ImportError:  # no gevent: every socket is used through its own methods
+    GeventSocket = None
 
 BUF = 1 << 20
 START_BUF = 64 << 10
 ENVIRON_KEY = "resolver.server_response"
 # readinto1 leaves http.client's read buffer empty only when asked for more than twice its size: only then
-# may the TLS fill read the socket directly without skipping bytes that buffer holds.
+# may the body be read from the socket directly without skipping bytes that buffer holds.
 _DIRECT_FILL_MIN = 2 * io.DEFAULT_BUFFER_SIZE + 1
 _NOT_YET = (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError)
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
@@ -99,62 +105,114 @@ def upstream_reader(up_raw: Any) -> tuple[Any, Any] | None:
 def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[int], None]) -> None:
     """Relay exactly `remaining` more body bytes; `progress(n)` after each write with the bytes it wrote.
 
-    Raises ShortBody or the upstream's OSError when the upstream fails (the caller cuts the stream),
-    ClientGone when the client does, ClientStalled when a send waited the client socket's whole timeout
-    without the client taking a byte, and whatever `progress` raises; returns only once every promised byte
-    was written."""
+    Raises ShortBody or the upstream's OSError when the upstream fails (the caller cuts the stream; a read
+    timeout's worth of silence is a TimeoutError), ClientGone when the client does, ClientStalled when a send
+    waited the client socket's whole timeout without the client taking a byte, and whatever `progress` raises;
+    returns only once every promised byte was written."""
     reader = upstream_reader(up_raw)
     if reader is None:
         raise RuntimeError("send_rest needs a urllib3 response over http.client")
     fp, up_sock = reader
-    tls = hasattr(up_sock, "pending")  # stdlib's or gevent's SSLSocket
     # A slow upstream never fills more than a small buffer, so it gets no more; a read that fills it grows it
     # once to 1 MiB. 300 listeners then hold 300 x 64 KiB, not 300 x 1 MiB (bytearray zeroes every page).
     buf = bytearray(min(START_BUF, remaining))
     view = memoryview(buf)
-    out, counted = client.sock, client.server_response
-    while remaining > 0:
-        want = min(len(buf), remaining)
-        n = fp.readinto1(view[:want])  # waits, at most the read timeout, for the first bytes
-        if not n:
-            raise ShortBody(f"{remaining} promised bytes never came")
-        if tls and n < want and want >= _DIRECT_FILL_MIN:
-            n += _fill_arrived(up_sock, view[n:want])
-        try:
-            _send_all(out, view[:n])
-        except TimeoutError:
-            raise ClientStalled() from None
-        except OSError as e:
-            raise ClientGone(e) from None
-        counted.sent += n
-        remaining -= n
-        progress(n)
-        if n == len(buf) < BUF and remaining > 0:
-            buf = bytearray(min(BUF, remaining))
-            view = memoryview(buf)
+    send, counted = _sender(client.sock), client.server_response
+    # http.client's reader first: it holds what came with the headers. Asked for more than twice its buffer it
+    # hands all of that over and keeps nothing back, so from then on the socket is ours to read directly.
+    n = fp.readinto1(view[:min(len(buf), remaining)])  # waits, at most the read timeout, for the first bytes
+    direct = remaining >= _DIRECT_FILL_MIN
+    idle = up_sock.gettimeout()
+    if direct:
+        arrived = _arrived_reader(up_sock)
+        up_sock.settimeout(0.0)  # a read of what has arrived never waits; only _wait_read does
+    try:
+        while True:
+            if not n:
+                raise ShortBody(f"{remaining} promised bytes never came")
+            try:
+                send(view[:n])
+            except TimeoutError:
+                raise ClientStalled() from None
+            except OSError as e:
+                raise ClientGone(e) from None
+            counted.sent += n
+            remaining -= n
+            progress(n)
+            if remaining == 0:
+                return
+            if n == len(buf) < BUF:
+                buf = bytearray(min(BUF, remaining))
+                view = memoryview(buf)
+            want = min(len(buf), remaining)
+            if not direct:  # a rest too small to take over from http.client's reader, which waits
+                n = fp.readinto1(view[:want])
+                continue
+            n = _fill(arrived, view[:want])
+            if not n:  # nothing at hand: one read that waits for the upstream, then what came with it
+                n = _wait_read(up_sock, view[:want], idle)
+                if n:
+                    n += _fill(arrived, view[n:want])
+    finally:
+        if direct:
+            up_sock.settimeout(idle)
 
 
-def _send_all(sock: Any, view: memoryview) -> None:
-    """sendall as a loop of sends: the socket's timeout then bounds each wait for the client to take *any*
-    bytes (an idle timeout), where gevent's sendall would apply it to the whole buffer."""
-    sent = 0
-    while sent < len(view):
-        sent += sock.send(view[sent:])
+def _arrived_reader(sock: Any) -> Callable[[memoryview], int]:
+    """A read of what has already arrived, which never waits while the socket's timeout is 0: OpenSSL's own
+    read over TLS (one record a call), the socket gevent wraps under gevent, else the socket itself. It returns
+    0 when the upstream has closed and raises one of _NOT_YET when nothing is at hand."""
+    sslobj = getattr(sock, "_sslobj", None)  # stdlib's and gevent's SSLSocket, bound to the non-blocking fd
+    if sslobj is not None:
+        return lambda view: sslobj.read(len(view), view)
+    if GeventSocket is not None and type(sock) is GeventSocket:
+        return sock._sock.recv_into  # gevent keeps it non-blocking; its wrapper adds a Python layer a call
+    return sock.recv_into
 
 
-def _fill_arrived(sock: Any, view: memoryview) -> int:
-    """Read, without waiting, the TLS records already at hand; their bytes, 0 if none."""
+def _fill(read: Callable[[memoryview], int], view: memoryview) -> int:
+    """Fill `view` with what has already arrived; its bytes, 0 if none. An upstream that closed with nothing
+    read here raises ShortBody; one that closes after some bytes is found closed by the next call."""
     got = 0
-    timeout = sock.gettimeout()
-    sock.settimeout(0.0)
     try:
         while got < len(view):
-            n = sock.recv_into(view[got:])
-            if not n:  # EOF: the next blocking read reports it
+            n = read(view[got:])
+            if not n:
+                if not got:
+                    raise ShortBody("the upstream closed before the length it promised")
                 break
             got += n
     except _NOT_YET:
         pass
-    finally:
-        sock.settimeout(timeout)
     return got
+
+
+def _wait_read(sock: Any, view: memoryview, timeout: float | None) -> int:
+    """One read through the socket itself: it waits (gevent's wait under gevent) at most `timeout` for the
+    first bytes, then returns them, 0 if the upstream closed."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv_into(view)
+    finally:
+        sock.settimeout(0.0)
+
+
+def _sender(sock: Any) -> Callable[[memoryview], None]:
+    """Write all of a buffer as a loop of sends: the socket's timeout then bounds each wait for the client to
+    take *any* bytes (an idle timeout), where gevent's sendall would apply it to the whole buffer. On gevent's
+    plain socket (exactly that type: never a TLS socket, whose bytes must go through OpenSSL) each send is
+    first tried on the socket it wraps; only one the kernel cannot take now goes through gevent's, which waits."""
+    raw = sock._sock.send if GeventSocket is not None and type(sock) is GeventSocket else None
+
+    def send_all(view: memoryview) -> None:
+        sent = 0
+        while sent < len(view):
+            if raw is not None:
+                try:
+                    sent += raw(view[sent:])
+                    continue
+                except BlockingIOError:
+                    pass
+            sent += sock.send(view[sent:])
+
+    return send_all

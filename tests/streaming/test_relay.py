@@ -152,6 +152,30 @@ def test_a_client_leaving_mid_stream_is_audited_and_the_worker_carries_on(server
     assert requests.get(grant("ok/after.mp3"), headers={"Range": "bytes=0-9"}, timeout=10).content == BLOB[:10]
 
 
+def test_a_trickling_upstream_is_relayed_exactly(server, grant):
+    """The body loop often finds nothing at hand and waits for the next piece: every byte still arrives once."""
+    mark = len(server.log())
+    status, headers, body = raw_get(grant("trickle/t.mp3"))
+    assert status == 200 and headers["content-length"] == str(SIZE)
+    assert hashlib.sha256(body).hexdigest() == BLOB_SHA
+    assert access_bytes(server, mark, headers["x-request-id"]) == [(200, SIZE)]
+    record = audit_records(server, "trickle/t.mp3")[-1]
+    assert record["complete"] is True and record["bytes"] == SIZE
+
+
+def test_an_upstream_silent_mid_body_is_cut_after_the_idle_timeout(server, grant):
+    """1 MiB, then nothing: the waiting read gives up after RESOLVER_UPSTREAM_IDLE_TIMEOUT (1 s here) and the
+    connection is cut short of its Content-Length, audited incomplete."""
+    started = time.monotonic()
+    status, headers, body = raw_get(grant("stall-body/s.mp3"))
+    elapsed = time.monotonic() - started
+    assert status == 200 and headers["content-length"] == str(SIZE)
+    assert 0 < len(body) <= 1024 * 1024 and body == BLOB[:len(body)]
+    assert 0.9 < elapsed < 8
+    record = audit_records(server, "stall-body/s.mp3")[-1]
+    assert record["complete"] is False and 0 < record["bytes"] <= 1024 * 1024
+
+
 def test_a_chunked_upstream_takes_the_wsgi_loop_and_ends_with_its_terminator(server, grant):
     mark = len(server.log())
     status, headers, body = raw_get(grant("chunked/c.mp3"))
@@ -249,6 +273,105 @@ def test_only_the_first_chunk_goes_through_wsgi_and_tls_writes_span_records(sche
     assert max(body_writes) <= relay.BUF
     if scheme == "https":
         assert max(body_writes) > TLS_RECORD, "the TLS fill never put more than one record in a write"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_slower_upstream_is_waited_for_and_relayed_exactly(scheme, env, hostile, tls, monkeypatch):
+    """The waiting read (`_wait_read`) runs whenever nothing has arrived, and what it and the fills after it read
+    is written once, in order. A spy counts its calls while the real function runs."""
+    ca, tls_upstream = tls
+    base = hostile.url if scheme == "http" else tls_upstream.url
+    source = Source(name="s", kind="http", base_url=base + "/", content_types=("audio/mpeg",))
+    session = new_session()
+    session.verify = ca
+    streamer = Streamer(config.from_env(env), session)
+    waits: list[int] = []
+    real_wait = relay._wait_read
+
+    def counting_wait(sock, view, timeout):
+        waits.append(len(view))
+        return real_wait(sock, view, timeout)
+
+    monkeypatch.setattr(relay, "_wait_read", counting_wait)
+    client_end, our_end = socket.socketpair()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(read_all(client_end)))
+    reader.start()
+    transfer = Transfer()
+    try:
+        items, server_resp = serve_once(streamer, source, base + "/trickle/inproc.mp3", {}, transfer, our_end)
+    finally:
+        our_end.shutdown(socket.SHUT_WR)
+        reader.join(20)
+        our_end.close()
+        client_end.close()
+        session.close()
+        streamer.close()
+    assert got[0].partition(b"\r\n\r\n")[2] == BLOB and transfer.complete and server_resp.sent == SIZE
+    assert len(waits) > 5, "the upstream was never waited for: the test did not reach the waiting read"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_silent_upstream_raises_after_the_read_timeout(scheme, env, hostile, tls):
+    ca, tls_upstream = tls
+    base = hostile.url if scheme == "http" else tls_upstream.url
+    source = Source(name="s", kind="http", base_url=base + "/", content_types=("audio/mpeg",))
+    session = new_session()
+    session.verify = ca
+    streamer = Streamer(config.from_env({**env, "RESOLVER_UPSTREAM_IDLE_TIMEOUT": "0.5"}), session)
+    client_end, our_end = socket.socketpair()
+    reader = threading.Thread(target=read_all, args=(client_end,))
+    reader.start()
+    transfer = Transfer()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StreamAborted):
+            serve_once(streamer, source, base + "/stall-body/inproc.mp3", {}, transfer, our_end)
+    finally:
+        our_end.shutdown(socket.SHUT_WR)
+        reader.join(20)
+        our_end.close()
+        client_end.close()
+        session.close()
+        streamer.close()
+    assert 0.45 < time.monotonic() - started < 5
+    assert not transfer.complete and 0 < transfer.bytes <= 1024 * 1024
+
+
+def test_writes_to_a_tls_client_go_through_openssl(tls):
+    """The raw fast path is for gevent's plain socket only: a gevent TLS socket (gunicorn with certfile) is
+    written through OpenSSL, so the peer decrypts exactly what was sent, never plaintext on the wire."""
+    import gevent
+    import gevent.socket
+    import gevent.ssl
+
+    ca, cert, key = make_tls(str(Path(tls[0]).parent), names=("127.0.0.1",))
+    server_ctx = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.load_verify_locations(ca)
+    a, b = gevent.socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    payload = BLOB[:300_000]
+    received = bytearray()
+
+    def peer() -> None:
+        with client_ctx.wrap_socket(b, server_hostname="127.0.0.1") as tls_b:
+            while len(received) < len(payload):
+                received.extend(tls_b.recv(65536))
+
+    reading = gevent.spawn(peer)
+    tls_a = server_ctx.wrap_socket(a, server_side=True)
+    try:
+        assert isinstance(tls_a, gevent.ssl.SSLSocket)
+        relay._sender(tls_a)(memoryview(payload))
+        reading.join(10)
+    finally:
+        reading.kill()
+        tls_a.close()
+        b.close()
+    assert bytes(received) == payload
 
 
 def test_a_short_body_raises_for_the_server_to_cut(env, hostile):

@@ -107,6 +107,7 @@ class Upstream:
             "chunked-abort": self.chunked_abort, "chunked": self.chunked, "no-length": self.no_length,
             "redirect": self.redirect,
             "ignore-range": self.ignore_range, "wrong-range": self.wrong_range, "drip": self.drip,
+            "trickle": self.trickle,
             "gone": self.gone, "stall-first": self.stall_first, "huge": self.huge, "multipart": self.multipart,
             "gzip": self.gzip, "header-junk": self.header_junk, "endless": self.endless, "te-and-cl": self.te_and_cl,
         }
@@ -308,6 +309,15 @@ class Upstream:
         for i in range(count):
             time.sleep(interval)
             conn.sendall(BLOB[i:i + 1])
+
+    def trickle(self, conn: socket.socket, req: Request) -> None:
+        """The whole blob in 48 KiB pieces a few milliseconds apart: a reader faster than its upstream often
+        finds nothing at hand and must wait for the next piece."""
+        conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(BLOB))}))
+        view = memoryview(BLOB)
+        for i in range(0, len(view), 48 * 1024):
+            time.sleep(0.004)
+            conn.sendall(view[i:i + 48 * 1024])
 
     def gzip(self, conn: socket.socket, req: Request) -> None:
         import gzip
