@@ -3,7 +3,9 @@
 - the local upstream (`bench.upstream`, a child process), and a bare TCP relay to it (`bench.relay`),
 - the same upstream over HTTPS (a CA and certificate made with openssl at start), and a bare relay that
   speaks TLS to it (the HTTPS floor),
-- nginx `proxy_pass` to both upstreams (the peer, `bench.nginx`), unless nginx is not installed,
+- nginx serving real files as a second upstream, plain and HTTPS, with a bare relay to each (when a measure
+  asks for it with `nginx_upstream_bytes`, and nginx is installed),
+- nginx `proxy_pass` to every upstream (the peer, `bench.nginx`), unless nginx is not installed,
 - the fake Twilio IAM (`bench.fake_iam`, a child process),
 - the resolver under gunicorn, started from the Procfile's `web:` command line (same config module, same
   worker class and count) with only HOST/PORT and the settings below in its environment. Its config module is
@@ -28,8 +30,10 @@ from pathlib import Path
 from . import nginx, procs
 from .client import fetch
 from .s3 import S3Store
+from .upstream import expected
 
 ROOT = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
 ACCOUNT_SID = "AC" + "be" * 16
 TASK_SID = "WT" + "be" * 16
 
@@ -82,8 +86,11 @@ def make_cert(tmp: Path) -> tuple[str, str, str]:
 
 class Stack:
     def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, net_rate: int = 200 << 20,
-                 keep_tmp: bool = False, recording_bytes: int = 0, s3_bytes: int = 0) -> None:
+                 keep_tmp: bool = False, recording_bytes: int = 0, s3_bytes: int = 0,
+                 nginx_upstream_bytes: int = 0) -> None:
         self.keep_tmp = keep_tmp
+        self.nginx_upstream_bytes = nginx_upstream_bytes  # measure 1: a file of this size served by nginx
+        self.ngx_url = self.ngx_tls_url = self.ngx_relay_url = self.ngx_tls_relay_url = ""
         self.recording_bytes = recording_bytes  # measure 6: a plain and an encrypted recording of this size
         self.s3_bytes = s3_bytes  # measure 7: an object of this size in a moto S3 server (bench.s3)
         self.s3: S3Store | None = None
@@ -122,9 +129,10 @@ class Stack:
         self.children.append(tls_relay)
         self.tls_relay_pid = tls_relay.pid
         self.tls_relay_url = f"http://127.0.0.1:{tls_relay_port}"
+        ngx = self._nginx_upstream(cert, key)
         nginx_port = free_port()
         workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-        self.nginx = nginx.start(self.tmp, nginx_port, self.up_port, self.tls_port, self.ca, workers)
+        self.nginx = nginx.start(self.tmp, nginx_port, self.up_port, self.tls_port, self.ca, workers, ngx)
         if self.nginx is not None:
             self.children.append(self.nginx)
         self.nginx_url = f"http://127.0.0.1:{nginx_port}" if self.nginx else ""
@@ -148,7 +156,7 @@ class Stack:
             f'[sources.net]\nkind = "http"\nbase_url = "{self.upstream_url}/net/"\n'
             'content_types = ["audio/mpeg"]\n\n'
             f'[sources.tls]\nkind = "http"\nbase_url = "https://127.0.0.1:{self.tls_port}/media/"\n'
-            'content_types = ["audio/mpeg"]\n' + recording_source + s3_source
+            'content_types = ["audio/mpeg"]\n' + self._ngx_sources() + recording_source + s3_source
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -183,6 +191,41 @@ class Stack:
                                          stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
         return self
+
+    def _nginx_upstream(self, cert: str, key: str) -> tuple[int, int] | None:
+        """For measure 1: nginx serving a real file of nginx_upstream_bytes (the Python upstream's bytes), plain
+        and HTTPS, and a bare relay to each; its (plain, TLS) ports, or None without nginx or the measure."""
+        if not self.nginx_upstream_bytes or nginx.find() is None:
+            return None
+        size = self.nginx_upstream_bytes
+        media = self.tmp / "files" / "media"
+        media.mkdir(parents=True)
+        with open(media / f"{size}.mp3", "wb") as f:
+            for offset in range(0, size, 4 * MiB):
+                f.write(expected(offset, min(4 * MiB, size - offset)))
+        plain, tls = free_port(), free_port()
+        proc = nginx.start_upstream(self.tmp, self.tmp / "files", plain, tls, cert, key)
+        if proc is None:
+            return None
+        self.children.append(proc)
+        self.ngx_url, self.ngx_tls_url = f"http://127.0.0.1:{plain}", f"https://127.0.0.1:{tls}"
+        py = sys.executable
+        relay, relay_port = _start_child([py, "-m", "bench.relay", "--to", str(plain)], self.tmp / "relay-ngx.log")
+        tls_relay, tls_relay_port = _start_child([py, "-m", "bench.relay", "--to", str(tls), "--tls-ca", self.ca],
+                                                 self.tmp / "relay-ngx-tls.log")
+        self.children += [relay, tls_relay]
+        self.ngx_relay_pid, self.ngx_tls_relay_pid = relay.pid, tls_relay.pid
+        self.ngx_relay_url = f"http://127.0.0.1:{relay_port}"
+        self.ngx_tls_relay_url = f"http://127.0.0.1:{tls_relay_port}"
+        return plain, tls
+
+    def _ngx_sources(self) -> str:
+        if not self.ngx_url:
+            return ""
+        return (f'\n[sources.ngx]\nkind = "http"\nbase_url = "{self.ngx_url}/media/"\n'
+                'content_types = ["audio/mpeg"]\n\n'
+                f'[sources.ngxtls]\nkind = "http"\nbase_url = "{self.ngx_tls_url}/media/"\n'
+                'content_types = ["audio/mpeg"]\n')
 
     def _recording_key(self) -> tuple[list[str], dict[str, str], str]:
         """For measure 6: a throwaway recording key pair, the fake Twilio's arguments, the env and the source."""
