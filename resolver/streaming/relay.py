@@ -3,13 +3,12 @@
 Under gunicorn's gevent worker the client socket is `environ["gunicorn.socket"]`, and the object counting the
 response for the access log (`%(B)s` is its `sent`) is the one whose `start_response` the app was called with.
 `capture_server_response` records it in the environ; `client_of` hands it to the view. Then `send_rest` fills
-one reused buffer (1 MiB; a slow upstream's stays at 64 KiB) with what has arrived and writes it, counting the
-bytes itself and stopping exactly at the length the upstream promised. Each syscall is the point, so the body
-loop calls the sockets gevent wraps (gevent keeps them non-blocking) and OpenSSL's own read directly: a read
-of what has arrived never waits, and only when nothing has does one read go through the socket itself, which
-waits (gevent's wait) at most the read timeout, an idle timeout. Over TLS each read returns one record (16 KiB
-at most) whatever the buffer size, so the buffer is filled record by record from what has arrived before it is
-written. Writes are tried on the wrapped socket first; one the kernel cannot take now goes through gevent's
+one reused buffer (see BUF) with what has arrived and writes it, counting the bytes itself and stopping
+exactly at the length the upstream promised. Each syscall is the point, so the body loop calls the sockets
+gevent wraps (gevent keeps them non-blocking) and OpenSSL's own read directly: a read of what has arrived
+never waits, and only when nothing has does one read go through the socket itself, which waits (gevent's
+wait) at most the read timeout, an idle timeout. Over TLS each read returns one record (16 KiB at most)
+whatever the buffer size, so the buffer is filled record by record from what has arrived before it is written. Writes are tried on the wrapped socket first; one the kernel cannot take now goes through gevent's
 `send`, which waits at most the client socket's timeout (the send idle timeout) for the client to take any.
 
 What stays the caller's: the header phase, the first chunk (read before answering, so a stall or a break is
@@ -35,7 +34,13 @@ try:
 except ImportError:  # no gevent: every socket is used through its own methods
     GeventSocket = None
 
-BUF = 1 << 20
+# The most one stream's buffer grows to: 4 MiB from a plain upstream (fewer, larger writes wake the client and
+# the upstream less often, and on loopback or in a VM a cross-CPU wakeup costs more than copying a few hundred
+# KiB: -0.03 s CPU/GiB against nginx's sendfile, A/B), 1 MiB over TLS (its cost is decryption, record by
+# record; a bigger fill only delays the first write). It starts at 64 KiB and grows once, when a fill filled
+# it and the client took the last write without waiting: a slow upstream or a slow client keeps it small.
+BUF = 4 << 20
+TLS_BUF = 1 << 20
 START_BUF = 64 << 10
 ENVIRON_KEY = "resolver.server_response"
 # readinto1 leaves http.client's read buffer empty only when asked for more than twice its size: only then
@@ -113,8 +118,7 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
     if reader is None:
         raise RuntimeError("send_rest needs a urllib3 response over http.client")
     fp, up_sock = reader
-    # A slow upstream never fills more than a small buffer, so it gets no more; a read that fills it grows it
-    # once to 1 MiB. 300 listeners then hold 300 x 64 KiB, not 300 x 1 MiB (bytearray zeroes every page).
+    # 300 slow listeners hold 300 x 64 KiB, not 300 x 4 MiB (bytearray zeroes every page): see BUF.
     buf = bytearray(min(START_BUF, remaining))
     view = memoryview(buf)
     send, counted = _sender(client.sock), client.server_response
@@ -122,6 +126,7 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
     # hands all of that over and keeps nothing back, so from then on the socket is ours to read directly.
     n = fp.readinto1(view[:min(len(buf), remaining)])  # waits, at most the read timeout, for the first bytes
     direct = remaining >= _DIRECT_FILL_MIN
+    most = TLS_BUF if hasattr(up_sock, "pending") else BUF  # stdlib's or gevent's SSLSocket
     idle = up_sock.gettimeout()
     if direct:
         arrived = _arrived_reader(up_sock)
@@ -131,7 +136,7 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
             if not n:
                 raise ShortBody(f"{remaining} promised bytes never came")
             try:
-                send(view[:n])
+                waited = send(view[:n])
             except TimeoutError:
                 raise ClientStalled() from None
             except OSError as e:
@@ -141,8 +146,8 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
             progress(n)
             if remaining == 0:
                 return
-            if n == len(buf) < BUF:
-                buf = bytearray(min(BUF, remaining))
+            if n == len(buf) < most and not waited:
+                buf = bytearray(min(most, remaining))
                 view = memoryview(buf)
             want = min(len(buf), remaining)
             if not direct:  # a rest too small to take over from http.client's reader, which waits
@@ -197,22 +202,24 @@ def _wait_read(sock: Any, view: memoryview, timeout: float | None) -> int:
         sock.settimeout(0.0)
 
 
-def _sender(sock: Any) -> Callable[[memoryview], None]:
+def _sender(sock: Any) -> Callable[[memoryview], bool]:
     """Write all of a buffer as a loop of sends: the socket's timeout then bounds each wait for the client to
     take *any* bytes (an idle timeout), where gevent's sendall would apply it to the whole buffer. On gevent's
     plain socket (exactly that type: never a TLS socket, whose bytes must go through OpenSSL) each send is
-    first tried on the socket it wraps; only one the kernel cannot take now goes through gevent's, which waits."""
+    first tried on the socket it wraps; only one the kernel cannot take now goes through gevent's, which waits.
+    It answers whether it had to wait for the client (always False when it cannot tell)."""
     raw = sock._sock.send if GeventSocket is not None and type(sock) is GeventSocket else None
 
-    def send_all(view: memoryview) -> None:
-        sent = 0
+    def send_all(view: memoryview) -> bool:
+        sent, waited = 0, False
         while sent < len(view):
             if raw is not None:
                 try:
                     sent += raw(view[sent:])
                     continue
                 except BlockingIOError:
-                    pass
+                    waited = True
             sent += sock.send(view[sent:])
+        return waited
 
     return send_all

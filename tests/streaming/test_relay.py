@@ -270,7 +270,7 @@ def test_only_the_first_chunk_goes_through_wsgi_and_tls_writes_span_records(sche
     assert items == 1  # the first chunk; the relay wrote the rest itself
     assert server_resp.sent == SIZE  # and counted it where the access log reads it
     body_writes = writes[2:]  # headers, then the first chunk, then the relay's writes
-    assert max(body_writes) <= relay.BUF
+    assert max(body_writes) <= (relay.TLS_BUF if scheme == "https" else relay.BUF)
     if scheme == "https":
         assert max(body_writes) > TLS_RECORD, "the TLS fill never put more than one record in a write"
 
@@ -372,6 +372,33 @@ def test_writes_to_a_tls_client_go_through_openssl(tls):
         tls_a.close()
         b.close()
     assert bytes(received) == payload
+
+
+def test_the_sender_says_when_the_client_made_it_wait():
+    """A relay buffer grows only while the client keeps up: `_sender` answers whether a write had to wait."""
+    import gevent
+    import gevent.socket
+
+    a, b = gevent.socket.socketpair()
+    a.settimeout(10)
+    try:
+        send = relay._sender(a)
+        assert send(memoryview(b"x" * 1000)) is False  # the kernel took it at once
+        assert len(b.recv(4096)) == 1000
+        big = memoryview(bytes(8 << 20))  # far more than a socketpair's buffers hold: a reader must catch up
+        reader = gevent.spawn(_drain, b, len(big))
+        assert send(big) is True
+        assert reader.get(timeout=10) == len(big)
+    finally:
+        a.close()
+        b.close()
+
+
+def _drain(sock, n: int) -> int:
+    got = 0
+    while got < n:
+        got += len(sock.recv(1 << 20))
+    return got
 
 
 def test_a_short_body_raises_for_the_server_to_cut(env, hostile):
