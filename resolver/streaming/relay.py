@@ -2,19 +2,19 @@
 
 Under gunicorn's gevent worker the client socket is `environ["gunicorn.socket"]`, and the object counting the
 response for the access log (`%(B)s` is its `sent`) is the one whose `start_response` the app was called with.
-`capture_server_response` records it in the environ; `client_of` hands it to the view. Then `send_rest` fills
-one reused buffer (see BUF) with what has arrived and writes it, counting the bytes itself and stopping
-exactly at the length the upstream promised. Each syscall is the point, so the body loop calls the sockets
-gevent wraps (gevent keeps them non-blocking) and OpenSSL's own read directly: a read of what has arrived
-never waits, and only when nothing has does one read go through the socket itself, which waits (gevent's
-wait) at most the read timeout, an idle timeout. Over TLS each read returns one record (16 KiB at most)
-whatever the buffer size, so the buffer is filled record by record from what has arrived before it is written. Writes are tried on the wrapped socket first; one the kernel cannot take now goes through gevent's
-`send`, which waits at most the client socket's timeout (the send idle timeout) for the client to take any.
+`capture_server_response` records it in the environ; `client_of` hands it to the view. Then `send_rest` fills one
+reused buffer (see BUF) with what has arrived and writes it, counting the bytes itself and stopping exactly at the
+length the upstream promised. Its cost is the syscalls and the Python between them, so the body loop calls the
+sockets gevent wraps (gevent keeps them non-blocking) and OpenSSL's own read directly: a read of what has arrived
+never waits, and only when nothing has does one read go through the socket itself, which waits (gevent's wait) at
+most the read timeout, an idle timeout. Over TLS each read returns one record (16 KiB at most) whatever the buffer
+size, so the buffer is filled record by record from what has arrived before it is written. Writes are tried on the
+wrapped socket first; one the kernel cannot take now goes through gevent's `send`, which waits at most the client
+socket's timeout (the send idle timeout) for the client to take any.
 
-What stays the caller's: the header phase, the first chunk (read before answering, so a stall or a break is
-still a 504/502), the size limit, the audit record. Anything the fast path cannot vouch for (a chunked or
-close-delimited upstream, a server other than gunicorn, a client the server frames itself) takes the
-ordinary WSGI loop instead.
+What stays the caller's: the header phase, the first chunk (read before answering, so a stall or a break is still a
+504/502), the size limit, the audit record. Anything the fast path cannot vouch for (a chunked or close-delimited
+upstream, a server other than gunicorn, a client the server frames itself) takes the ordinary WSGI loop instead.
 """
 
 from __future__ import annotations
@@ -163,25 +163,25 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
             up_sock.settimeout(idle)
 
 
-def _arrived_reader(sock: Any) -> Callable[[memoryview], int]:
-    """A read of what has already arrived, which never waits while the socket's timeout is 0: OpenSSL's own
-    read over TLS (one record a call), the socket gevent wraps under gevent, else the socket itself. It returns
-    0 when the upstream has closed and raises one of _NOT_YET when nothing is at hand."""
+def _arrived_reader(sock: Any) -> Callable[[int, memoryview], int]:
+    """`read(nbytes, view)` of what has already arrived, which never waits while the socket's timeout is 0:
+    OpenSSL's own read over TLS (one record a call, so it is called as it is, with no Python layer of ours),
+    the socket gevent wraps under gevent, else the socket itself. It returns 0 when the upstream has closed and
+    raises one of _NOT_YET when nothing is at hand."""
     sslobj = getattr(sock, "_sslobj", None)  # stdlib's and gevent's SSLSocket, bound to the non-blocking fd
     if sslobj is not None:
-        return lambda view: sslobj.read(len(view), view)
-    if GeventSocket is not None and type(sock) is GeventSocket:
-        return sock._sock.recv_into  # gevent keeps it non-blocking; its wrapper adds a Python layer a call
-    return sock.recv_into
+        return sslobj.read
+    recv_into = sock._sock.recv_into if GeventSocket is not None and type(sock) is GeventSocket else sock.recv_into
+    return lambda nbytes, view: recv_into(view, nbytes)
 
 
-def _fill(read: Callable[[memoryview], int], view: memoryview) -> int:
+def _fill(read: Callable[[int, memoryview], int], view: memoryview) -> int:
     """Fill `view` with what has already arrived; its bytes, 0 if none. An upstream that closed with nothing
     read here raises ShortBody; one that closes after some bytes is found closed by the next call."""
-    got = 0
+    got, size = 0, len(view)
     try:
-        while got < len(view):
-            n = read(view[got:])
+        while got < size:
+            n = read(size - got, view[got:])
             if not n:
                 if not got:
                     raise ShortBody("the upstream closed before the length it promised")
