@@ -243,21 +243,23 @@ def read_all(sock: socket.socket) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
-def test_only_the_first_chunk_goes_through_wsgi_and_tls_writes_span_records(scheme, env, hostile, tls):
+def relay_in_process(scheme: str, env: dict, hostile: Upstream, tls, path: str, transfer: Transfer,
+                     writes: list[int] | None = None, **settings: str) -> tuple[bytes, int, GunicornResponse]:
+    """serve_once from the plain or the TLS hostile upstream to one end of a socketpair, a thread reading the
+    other: (the body the client got, items through the WSGI loop, gunicorn's response). What it raises
+    propagates, with `transfer` as the stream left it."""
     ca, tls_upstream = tls
     base = hostile.url if scheme == "http" else tls_upstream.url
     source = Source(name="s", kind="http", base_url=base + "/", content_types=("audio/mpeg",))
     session = new_session()
     session.verify = ca
-    streamer = Streamer(config.from_env(env), session)
+    streamer = Streamer(config.from_env({**env, **settings}), session)
     client_end, our_end = socket.socketpair()
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(read_all(client_end)))
     reader.start()
-    transfer, writes = Transfer(), []
     try:
-        items, server_resp = serve_once(streamer, source, base + "/ok/inproc.mp3", {}, transfer, our_end, writes)
+        items, server_resp = serve_once(streamer, source, f"{base}/{path}", {}, transfer, our_end, writes)
     finally:
         our_end.shutdown(socket.SHUT_WR)
         reader.join(20)
@@ -265,7 +267,13 @@ def test_only_the_first_chunk_goes_through_wsgi_and_tls_writes_span_records(sche
         client_end.close()
         session.close()
         streamer.close()
-    body = got[0].partition(b"\r\n\r\n")[2]
+    return got[0].partition(b"\r\n\r\n")[2], items, server_resp
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_only_the_first_chunk_goes_through_wsgi_and_tls_writes_span_records(scheme, env, hostile, tls):
+    transfer, writes = Transfer(), []
+    body, items, server_resp = relay_in_process(scheme, env, hostile, tls, "ok/inproc.mp3", transfer, writes)
     assert body == BLOB and transfer.complete and transfer.bytes == SIZE
     assert items == 1  # the first chunk; the relay wrote the rest itself
     assert server_resp.sent == SIZE  # and counted it where the access log reads it
@@ -279,12 +287,6 @@ def test_only_the_first_chunk_goes_through_wsgi_and_tls_writes_span_records(sche
 def test_a_slower_upstream_is_waited_for_and_relayed_exactly(scheme, env, hostile, tls, monkeypatch):
     """The waiting read (`_wait_read`) runs whenever nothing has arrived, and what it and the fills after it read
     is written once, in order. A spy counts its calls while the real function runs."""
-    ca, tls_upstream = tls
-    base = hostile.url if scheme == "http" else tls_upstream.url
-    source = Source(name="s", kind="http", base_url=base + "/", content_types=("audio/mpeg",))
-    session = new_session()
-    session.verify = ca
-    streamer = Streamer(config.from_env(env), session)
     waits: list[int] = []
     real_wait = relay._wait_read
 
@@ -293,47 +295,19 @@ def test_a_slower_upstream_is_waited_for_and_relayed_exactly(scheme, env, hostil
         return real_wait(sock, view, timeout)
 
     monkeypatch.setattr(relay, "_wait_read", counting_wait)
-    client_end, our_end = socket.socketpair()
-    got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(read_all(client_end)))
-    reader.start()
     transfer = Transfer()
-    try:
-        items, server_resp = serve_once(streamer, source, base + "/trickle/inproc.mp3", {}, transfer, our_end)
-    finally:
-        our_end.shutdown(socket.SHUT_WR)
-        reader.join(20)
-        our_end.close()
-        client_end.close()
-        session.close()
-        streamer.close()
-    assert got[0].partition(b"\r\n\r\n")[2] == BLOB and transfer.complete and server_resp.sent == SIZE
+    body, _, server_resp = relay_in_process(scheme, env, hostile, tls, "trickle/inproc.mp3", transfer)
+    assert body == BLOB and transfer.complete and server_resp.sent == SIZE
     assert len(waits) > 5, "the upstream was never waited for: the test did not reach the waiting read"
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_silent_upstream_raises_after_the_read_timeout(scheme, env, hostile, tls):
-    ca, tls_upstream = tls
-    base = hostile.url if scheme == "http" else tls_upstream.url
-    source = Source(name="s", kind="http", base_url=base + "/", content_types=("audio/mpeg",))
-    session = new_session()
-    session.verify = ca
-    streamer = Streamer(config.from_env({**env, "RESOLVER_UPSTREAM_IDLE_TIMEOUT": "0.5"}), session)
-    client_end, our_end = socket.socketpair()
-    reader = threading.Thread(target=read_all, args=(client_end,))
-    reader.start()
     transfer = Transfer()
     started = time.monotonic()
-    try:
-        with pytest.raises(StreamAborted):
-            serve_once(streamer, source, base + "/stall-body/inproc.mp3", {}, transfer, our_end)
-    finally:
-        our_end.shutdown(socket.SHUT_WR)
-        reader.join(20)
-        our_end.close()
-        client_end.close()
-        session.close()
-        streamer.close()
+    with pytest.raises(StreamAborted):
+        relay_in_process(scheme, env, hostile, tls, "stall-body/inproc.mp3", transfer,
+                         RESOLVER_UPSTREAM_IDLE_TIMEOUT="0.5")
     assert 0.45 < time.monotonic() - started < 5
     assert not transfer.complete and 0 < transfer.bytes <= 1024 * 1024
 
