@@ -171,7 +171,7 @@ def _arrived_reader(sock: Any) -> Callable[[int, memoryview], int]:
     sslobj = getattr(sock, "_sslobj", None)  # stdlib's and gevent's SSLSocket, bound to the non-blocking fd
     if sslobj is not None:
         return sslobj.read
-    recv_into = sock._sock.recv_into if GeventSocket is not None and type(sock) is GeventSocket else sock.recv_into
+    recv_into = (_gevent_inner(sock) or sock).recv_into
     return lambda nbytes, view: recv_into(view, nbytes)
 
 
@@ -208,7 +208,8 @@ def _sender(sock: Any) -> Callable[[memoryview], bool]:
     plain socket (exactly that type: never a TLS socket, whose bytes must go through OpenSSL) each send is
     first tried on the socket it wraps; only one the kernel cannot take now goes through gevent's, which waits.
     It answers whether it had to wait for the client (always False when it cannot tell)."""
-    raw = sock._sock.send if GeventSocket is not None and type(sock) is GeventSocket else None
+    inner = _gevent_inner(sock)
+    raw = inner.send if inner is not None else None
 
     def send_all(view: memoryview) -> bool:
         sent, waited = 0, False
@@ -223,3 +224,9 @@ def _sender(sock: Any) -> Callable[[memoryview], bool]:
         return waited
 
     return send_all
+
+
+def _gevent_inner(sock: Any) -> Any:
+    """The socket gevent's plain socket wraps (gevent keeps it non-blocking), or None for any other socket:
+    exactly that type, so never a TLS socket, whose bytes must go through OpenSSL."""
+    return sock._sock if GeventSocket is not None and type(sock) is GeventSocket else None
