@@ -84,6 +84,11 @@ def make_cert(tmp: Path) -> tuple[str, str, str]:
     return str(tmp / "ca.pem"), str(tmp / "up.pem"), str(tmp / "up.key")
 
 
+def _http_source(name: str, base_url: str) -> str:
+    """One `http` media source of the resolver's sources file, for audio/mpeg."""
+    return f'[sources.{name}]\nkind = "http"\nbase_url = "{base_url}"\ncontent_types = ["audio/mpeg"]\n'
+
+
 class Stack:
     def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, net_rate: int = 200 << 20,
                  keep_tmp: bool = False, recording_bytes: int = 0, s3_bytes: int = 0,
@@ -115,20 +120,13 @@ class Stack:
         self.children.append(up)
         self.upstream_pid = up.pid
         self.upstream_url = f"http://127.0.0.1:{self.up_port}"
-        relay, relay_port = _start_child([py, "-m", "bench.relay", "--to", str(self.up_port)], self.tmp / "relay.log")
-        self.children.append(relay)
-        self.relay_pid = relay.pid
-        self.relay_url = f"http://127.0.0.1:{relay_port}"
+        self.relay_pid, self.relay_url = self._relay(self.up_port, "relay")
         self.ca, cert, key = make_cert(self.tmp)
         tls_up, self.tls_port = _start_child([py, "-m", "bench.upstream", "--tls-cert", cert, "--tls-key", key],
                                              self.tmp / "upstream-tls.log")
         self.children.append(tls_up)
         self.tls_upstream_pid = tls_up.pid
-        tls_relay, tls_relay_port = _start_child([py, "-m", "bench.relay", "--to", str(self.tls_port),
-                                                  "--tls-ca", self.ca], self.tmp / "relay-tls.log")
-        self.children.append(tls_relay)
-        self.tls_relay_pid = tls_relay.pid
-        self.tls_relay_url = f"http://127.0.0.1:{tls_relay_port}"
+        self.tls_relay_pid, self.tls_relay_url = self._relay(self.tls_port, "relay-tls", tls=True)
         ngx = self._nginx_upstream(cert, key)
         nginx_port = free_port()
         workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -148,16 +146,12 @@ class Stack:
         self.iam_url = f"http://127.0.0.1:{iam_port}"
         s3_source, s3_env = self._s3_store()
         sources = self.tmp / "sources.toml"
-        sources.write_text(
-            f'[sources.bench]\nkind = "http"\nbase_url = "{self.upstream_url}/media/"\n'
-            'content_types = ["audio/mpeg"]\n\n'
-            f'[sources.slow]\nkind = "http"\nbase_url = "{self.upstream_url}/slow/"\n'
-            'content_types = ["audio/mpeg"]\n\n'
-            f'[sources.net]\nkind = "http"\nbase_url = "{self.upstream_url}/net/"\n'
-            'content_types = ["audio/mpeg"]\n\n'
-            f'[sources.tls]\nkind = "http"\nbase_url = "https://127.0.0.1:{self.tls_port}/media/"\n'
-            'content_types = ["audio/mpeg"]\n' + self._ngx_sources() + recording_source + s3_source
-        )
+        media = {"bench": f"{self.upstream_url}/media/", "slow": f"{self.upstream_url}/slow/",
+                 "net": f"{self.upstream_url}/net/", "tls": f"https://127.0.0.1:{self.tls_port}/media/"}
+        if self.ngx_url:
+            media |= {"ngx": f"{self.ngx_url}/media/", "ngxtls": f"{self.ngx_tls_url}/media/"}
+        sources.write_text("\n".join(_http_source(name, url) for name, url in media.items())
+                           + recording_source + s3_source)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RESOLVER_", "TWILIO_"))}
@@ -209,23 +203,17 @@ class Stack:
             return None
         self.children.append(proc)
         self.ngx_url, self.ngx_tls_url = f"http://127.0.0.1:{plain}", f"https://127.0.0.1:{tls}"
-        py = sys.executable
-        relay, relay_port = _start_child([py, "-m", "bench.relay", "--to", str(plain)], self.tmp / "relay-ngx.log")
-        tls_relay, tls_relay_port = _start_child([py, "-m", "bench.relay", "--to", str(tls), "--tls-ca", self.ca],
-                                                 self.tmp / "relay-ngx-tls.log")
-        self.children += [relay, tls_relay]
-        self.ngx_relay_pid, self.ngx_tls_relay_pid = relay.pid, tls_relay.pid
-        self.ngx_relay_url = f"http://127.0.0.1:{relay_port}"
-        self.ngx_tls_relay_url = f"http://127.0.0.1:{tls_relay_port}"
+        self.ngx_relay_pid, self.ngx_relay_url = self._relay(plain, "relay-ngx")
+        self.ngx_tls_relay_pid, self.ngx_tls_relay_url = self._relay(tls, "relay-ngx-tls", tls=True)
         return plain, tls
 
-    def _ngx_sources(self) -> str:
-        if not self.ngx_url:
-            return ""
-        return (f'\n[sources.ngx]\nkind = "http"\nbase_url = "{self.ngx_url}/media/"\n'
-                'content_types = ["audio/mpeg"]\n\n'
-                f'[sources.ngxtls]\nkind = "http"\nbase_url = "{self.ngx_tls_url}/media/"\n'
-                'content_types = ["audio/mpeg"]\n')
+    def _relay(self, port: int, name: str, tls: bool = False) -> tuple[int, str]:
+        """A bare relay (`bench.relay`, the floor) to the upstream on `port`, TLS to it trusting the bench CA:
+        (its pid, its URL)."""
+        argv = [sys.executable, "-m", "bench.relay", "--to", str(port), *(["--tls-ca", self.ca] if tls else [])]
+        proc, relay_port = _start_child(argv, self.tmp / f"{name}.log")
+        self.children.append(proc)
+        return proc.pid, f"http://127.0.0.1:{relay_port}"
 
     def _recording_key(self) -> tuple[list[str], dict[str, str], str]:
         """For measure 6: a throwaway recording key pair, the fake Twilio's arguments, the env and the source."""
