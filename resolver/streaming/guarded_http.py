@@ -16,14 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.poolmanager import PoolManager
 from urllib3.util.connection import allowed_gai_family
 
 from .netguard import address_allowed
+from .pooling import HTTPSConnection, PoolAdapter
 
 Resolve = Callable[..., list[tuple[Any, ...]]]
 Dial = Callable[[tuple[Any, ...]], tuple[Any, ...]]
@@ -74,20 +73,11 @@ def guarded_connection_classes(
     return http_cls, https_cls
 
 
-class GuardedAdapter(HTTPAdapter):
+class GuardedAdapter(PoolAdapter):
     """A requests adapter whose pools use the guarded connections and never a proxy."""
 
     def __init__(self, resolve: Resolve = socket.getaddrinfo, dial: Dial = _identity, **kw: Any) -> None:
-        self._classes = guarded_connection_classes(resolve, dial)
-        super().__init__(**kw)
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        http_cls, https_cls = self._classes
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_cls}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_cls}),
-        }
+        super().__init__(*guarded_connection_classes(resolve, dial), **kw)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
         raise requests.exceptions.InvalidProxyURL("redirect hops never go through a proxy")

@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import requests
 from flask import Response
-from requests.adapters import HTTPAdapter
 from requests.hooks import dispatch_hook
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError
@@ -35,6 +34,7 @@ from . import redirects, relay, s3
 from .cuts import SendTimeout, StreamCut, Watch, watched
 from .guarded_http import blocked, new_guarded_session
 from .http_range import ByteRange, Unsatisfiable, entity_length, parse_range, part_matches
+from .pooling import PoolAdapter
 
 log = logging.getLogger("resolver.upstream")  # the name in log lines, as before the move
 
@@ -69,7 +69,7 @@ def new_session(pool_size: int = policy.UPSTREAM_POOL_SIZE) -> requests.Session:
     """One session per app: no proxies or .netrc from the environment, no automatic retries."""
     session = requests.Session()
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+    adapter = PoolAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -371,7 +371,7 @@ def _keep_alive(up: requests.Response, promised: int | None, sent: int) -> None:
     """Give the upstream connection back to its pool once exactly the promised body was read: it is then at
     a message boundary, so the next grant skips a TCP (and TLS) handshake. Anything else (no length, a short
     or long count) is closed as before. Bytes the upstream sent past its length are never read as the next
-    response: the pool drops a connection with unread bytes (urllib3's is_connection_dropped)."""
+    response: the pool drops a connection with unread bytes, over TLS those OpenSSL holds too (pooling.py)."""
     if promised is None or sent != promised:
         return
     response = getattr(up.raw, "_fp", None)  # http.client's: closed, its socket kept (the relay read past it)

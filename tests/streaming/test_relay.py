@@ -9,6 +9,7 @@ through the WSGI loop, and over TLS the writes are larger than one TLS record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -248,25 +249,39 @@ def relay_in_process(scheme: str, env: dict, hostile: Upstream, tls, path: str, 
     """serve_once from the plain or the TLS hostile upstream to one end of a socketpair, a thread reading the
     other: (the body the client got, items through the WSGI loop, gunicorn's response). What it raises
     propagates, with `transfer` as the stream left it."""
+    with in_process_streamer(scheme, env, hostile, tls, **settings) as (streamer, source, base):
+        return stream_to_socketpair(streamer, source, f"{base}/{path}", transfer, writes)
+
+
+@contextlib.contextmanager
+def in_process_streamer(scheme: str, env: dict, hostile: Upstream, tls, **settings: str):
+    """(a Streamer on its own session trusting the test CA, a source for the upstream, the upstream's URL)."""
     ca, tls_upstream = tls
     base = hostile.url if scheme == "http" else tls_upstream.url
     source = Source(name="s", kind="http", base_url=base + "/", content_types=("audio/mpeg",))
     session = new_session()
     session.verify = ca
     streamer = Streamer(config.from_env({**env, **settings}), session)
+    try:
+        yield streamer, source, base
+    finally:
+        session.close()
+        streamer.close()
+
+
+def stream_to_socketpair(streamer: Streamer, source: Source, url: str, transfer: Transfer,
+                         writes: list[int] | None = None) -> tuple[bytes, int, GunicornResponse]:
     client_end, our_end = socket.socketpair()
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(read_all(client_end)))
     reader.start()
     try:
-        items, server_resp = serve_once(streamer, source, f"{base}/{path}", {}, transfer, our_end, writes)
+        items, server_resp = serve_once(streamer, source, url, {}, transfer, our_end, writes)
     finally:
         our_end.shutdown(socket.SHUT_WR)
         reader.join(20)
         our_end.close()
         client_end.close()
-        session.close()
-        streamer.close()
     return got[0].partition(b"\r\n\r\n")[2], items, server_resp
 
 
@@ -310,6 +325,23 @@ def test_a_silent_upstream_raises_after_the_read_timeout(scheme, env, hostile, t
                          RESOLVER_UPSTREAM_IDLE_TIMEOUT="0.5")
     assert 0.45 < time.monotonic() - started < 5
     assert not transfer.complete and 0 < transfer.bytes <= 1024 * 1024
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_bytes_past_the_length_never_become_the_next_response(scheme, env, hostile, tls):
+    """An upstream sends a forged second response in the same write (over TLS, the same record) as its body's
+    last bytes, and keeps the connection open. The relay stops exactly at the length, so over TLS the forgery
+    sits decrypted in OpenSSL, where polling the socket cannot see it: the connection must not go back to the
+    pool, and the next stream from the same session gets the real media from a new connection."""
+    bodies = []
+    with in_process_streamer(scheme, env, hostile, tls) as (streamer, source, base):
+        for path in ("smuggle/first.mp3", "ok/second.mp3"):
+            transfer = Transfer()
+            body, _, _ = stream_to_socketpair(streamer, source, f"{base}/{path}", transfer)
+            assert transfer.complete and transfer.bytes == SIZE
+            bodies.append(body)
+    assert [len(b) for b in bodies] == [SIZE, SIZE]
+    assert bodies == [BLOB, BLOB]
 
 
 def test_writes_to_a_tls_client_go_through_openssl(tls):

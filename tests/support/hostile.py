@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 BLOB = os.urandom(3 * 1024 * 1024 + 12345)  # an odd size, so ranges end mid-chunk
 BLOB_SHA = hashlib.sha256(BLOB).hexdigest()
+# What the smuggle route sends past its length: a whole response that must never be read as the next one.
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: 6\r\n\r\nforged"
 ETAG = '"blob-v1"'
 LAST_MODIFIED = "Thu, 01 Jan 2026 00:00:00 GMT"
 
@@ -107,7 +109,7 @@ class Upstream:
             "chunked-abort": self.chunked_abort, "chunked": self.chunked, "no-length": self.no_length,
             "redirect": self.redirect,
             "ignore-range": self.ignore_range, "wrong-range": self.wrong_range, "drip": self.drip,
-            "trickle": self.trickle,
+            "trickle": self.trickle, "smuggle": self.smuggle,
             "gone": self.gone, "stall-first": self.stall_first, "huge": self.huge, "multipart": self.multipart,
             "gzip": self.gzip, "header-junk": self.header_junk, "endless": self.endless, "te-and-cl": self.te_and_cl,
         }
@@ -318,6 +320,16 @@ class Upstream:
         for i in range(0, len(view), 48 * 1024):
             time.sleep(0.004)
             conn.sendall(view[i:i + 48 * 1024])
+
+    def smuggle(self, conn: socket.socket, req: Request) -> None:
+        """The whole blob, its last bytes and a second, forged response in one write (over TLS: one record),
+        then the connection held open: a reader that stops exactly at the length leaves the forgery unread
+        (in OpenSSL's buffer over TLS, where polling the socket cannot see it)."""
+        head = response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(BLOB))})
+        conn.sendall(head.replace(b"Connection: close\r\n", b""))  # a keep-alive answer
+        self.send_body(conn, BLOB[:-1000])
+        conn.sendall(BLOB[-1000:] + SMUGGLED)
+        self.hold(conn)
 
     def gzip(self, conn: socket.socket, req: Request) -> None:
         import gzip
