@@ -94,7 +94,11 @@ http {{
     tcp_nopush on;
     keepalive_requests 100000;
     types {{ audio/mpeg mp3; }}
-    server {{ listen 127.0.0.1:{plain_port}; root {root}; }}
+    server {{
+        listen 127.0.0.1:{plain_port};
+        root {root};
+        location /slow/ {{ limit_rate {rate}; }}  # measure 3's listeners: one live-ish stream each
+    }}
     server {{
         listen 127.0.0.1:{tls_port} ssl;
         root {root};
@@ -119,13 +123,14 @@ def start(tmp: Path, port: int, plain_port: int, tls_port: int, ca: str, workers
         ngx_upstreams=upstreams, ngx_locations=locations))
 
 
-def start_upstream(tmp: Path, root: Path, plain_port: int, tls_port: int, cert: str, key: str
+def start_upstream(tmp: Path, root: Path, plain_port: int, tls_port: int, cert: str, key: str, rate: int
                    ) -> subprocess.Popen | None:
-    """nginx serving the files under `root` on plain_port and, with cert/key, on tls_port."""
+    """nginx serving the files under `root` on plain_port and, with cert/key, on tls_port; under /slow/ at
+    `rate` bytes/s per connection."""
     # A master started as root runs its workers as nobody, who cannot read the bench's private temp dir.
     user = "user root;\n" if os.geteuid() == 0 else ""
     return _launch(tmp, "nginx-upstream", plain_port, UPSTREAM_CONF.format(
-        user=user, tmp=tmp, root=root, plain_port=plain_port, tls_port=tls_port, cert=cert, key=key))
+        user=user, tmp=tmp, root=root, plain_port=plain_port, tls_port=tls_port, cert=cert, key=key, rate=rate))
 
 
 def _launch(tmp: Path, name: str, port: int, conf_text: str) -> subprocess.Popen | None:

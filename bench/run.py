@@ -23,7 +23,7 @@ from .encrypted import bench_encrypted
 from .report import Report, machine, plot, table, write_markdown
 from .s3 import SIZE as S3_SIZE
 from .s3 import bench_s3
-from .scenarios import MiB, bench_concurrency, bench_memory, bench_resolve, bench_seek, say
+from .scenarios import LISTENER_SIZE, MiB, bench_concurrency, bench_memory, bench_resolve, bench_seek, say
 from .stack import ROOT, Stack
 from .throughput import SIZE as THROUGHPUT_SIZE
 from .throughput import bench_throughput
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     with Stack(store=args.store, keep_tmp=args.keep_tmp,
                recording_bytes=ENCRYPTED_SIZE if "6" in args.only else 0,
                s3_bytes=S3_SIZE if "7" in args.only else 0,
-               nginx_upstream_bytes=THROUGHPUT_SIZE if "1" in args.only else 0) as stack:
+               nginx_upstream_bytes=THROUGHPUT_SIZE if "1" in args.only else 0,
+               nginx_slow_bytes=LISTENER_SIZE if "3" in args.only else 0) as stack:
         workers = len(stack.workers())
         say(f"resolver on {stack.url} ({workers} workers), upstream on {stack.upstream_url}, temp {stack.tmp}")
         warm_up(stack)

@@ -4,7 +4,7 @@
 - the same upstream over HTTPS (a CA and certificate made with openssl at start), and a bare relay that
   speaks TLS to it (the HTTPS floor),
 - nginx serving real files as a second upstream, plain and HTTPS, with a bare relay to each (when a measure
-  asks for it with `nginx_upstream_bytes`, and nginx is installed),
+  asks for it with `nginx_upstream_bytes` or `nginx_slow_bytes`, and nginx is installed),
 - nginx `proxy_pass` to every upstream (the peer, `bench.nginx`), unless nginx is not installed,
 - the fake Twilio IAM (`bench.fake_iam`, a child process),
 - the resolver under gunicorn, started from the Procfile's `web:` command line (same config module, same
@@ -92,9 +92,10 @@ def _http_source(name: str, base_url: str) -> str:
 class Stack:
     def __init__(self, tokens: int = 16, store: str = "", rate: int = 64 * 1024, net_rate: int = 200 << 20,
                  keep_tmp: bool = False, recording_bytes: int = 0, s3_bytes: int = 0,
-                 nginx_upstream_bytes: int = 0) -> None:
+                 nginx_upstream_bytes: int = 0, nginx_slow_bytes: int = 0) -> None:
         self.keep_tmp = keep_tmp
         self.nginx_upstream_bytes = nginx_upstream_bytes  # measure 1: a file of this size served by nginx
+        self.nginx_slow_bytes = nginx_slow_bytes  # measure 3: a file of this size served by nginx at `rate`
         self.ngx_url = self.ngx_tls_url = self.ngx_relay_url = self.ngx_tls_relay_url = ""
         self.recording_bytes = recording_bytes  # measure 6: a plain and an encrypted recording of this size
         self.s3_bytes = s3_bytes  # measure 7: an object of this size in a moto S3 server (bench.s3)
@@ -149,7 +150,8 @@ class Stack:
         media = {"bench": f"{self.upstream_url}/media/", "slow": f"{self.upstream_url}/slow/",
                  "net": f"{self.upstream_url}/net/", "tls": f"https://127.0.0.1:{self.tls_port}/media/"}
         if self.ngx_url:
-            media |= {"ngx": f"{self.ngx_url}/media/", "ngxtls": f"{self.ngx_tls_url}/media/"}
+            media |= {"ngx": f"{self.ngx_url}/media/", "ngxtls": f"{self.ngx_tls_url}/media/",
+                      "ngxslow": f"{self.ngx_url}/slow/"}
         sources.write_text("\n".join(_http_source(name, url) for name, url in media.items())
                            + recording_source + s3_source)
         self.port = free_port()
@@ -187,18 +189,20 @@ class Stack:
         return self
 
     def _nginx_upstream(self, cert: str, key: str) -> tuple[int, int] | None:
-        """For measure 1: nginx serving a real file of nginx_upstream_bytes (the Python upstream's bytes), plain
-        and HTTPS, and a bare relay to each; its (plain, TLS) ports, or None without nginx or the measure."""
-        if not self.nginx_upstream_bytes or nginx.find() is None:
+        """For measures 1 and 3: nginx serving real files of nginx_upstream_bytes under /media/ and of
+        nginx_slow_bytes under /slow/ (the Python upstream's bytes), plain and HTTPS, and a bare relay to each;
+        its (plain, TLS) ports, or None without nginx or those measures."""
+        files = {"media": self.nginx_upstream_bytes, "slow": self.nginx_slow_bytes}
+        if not any(files.values()) or nginx.find() is None:
             return None
-        size = self.nginx_upstream_bytes
-        media = self.tmp / "files" / "media"
-        media.mkdir(parents=True)
-        with open(media / f"{size}.mp3", "wb") as f:
-            for offset in range(0, size, 4 * MiB):
-                f.write(expected(offset, min(4 * MiB, size - offset)))
+        for folder, size in files.items():
+            if size:
+                (self.tmp / "files" / folder).mkdir(parents=True)
+                with open(self.tmp / "files" / folder / f"{size}.mp3", "wb") as f:
+                    for offset in range(0, size, 4 * MiB):
+                        f.write(expected(offset, min(4 * MiB, size - offset)))
         plain, tls = free_port(), free_port()
-        proc = nginx.start_upstream(self.tmp, self.tmp / "files", plain, tls, cert, key)
+        proc = nginx.start_upstream(self.tmp, self.tmp / "files", plain, tls, cert, key, self.rate)
         if proc is None:
             return None
         self.children.append(proc)
