@@ -26,6 +26,8 @@ SWEEP_EVERY = 60.0  # seconds between deletions of expired SQLite rows, per proc
 BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX = 0.001, 0.01  # seconds between tries while another process holds a lock
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, exp REAL NOT NULL);
+-- Covers TAKE_SLOT's count of a group's live members: read from the index alone, not row by row.
+CREATE INDEX IF NOT EXISTS kv_k_exp ON kv (k, exp);
 CREATE TABLE IF NOT EXISTS revocations (
     kind TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (kind, value));
 """
