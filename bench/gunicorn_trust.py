@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from resolver.ops import gunicorn_config
 from resolver.ops.gunicorn_config import *  # noqa: F403 - every setting and hook of the Procfile's config
 
 
 def post_worker_init(worker: Any) -> None:
+    gunicorn_config.post_worker_init(worker)
     ca = os.environ.get("RESOLVER_BENCH_UPSTREAM_CA")
     if ca:
         worker.wsgi.extensions["resolver"].http.verify = ca

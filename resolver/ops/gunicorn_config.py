@@ -12,6 +12,14 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
+
+import gevent  # noqa: E402
+
+# Before any hub makes its resolver: numeric upstream addresses skip the thread pool (ops/gevent_resolver.py).
+# An operator's own GEVENT_RESOLVER (ares, say) is left as it is.
+if "GEVENT_RESOLVER" not in os.environ:
+    gevent.config.resolver = "resolver.ops.gevent_resolver.Resolver"
+
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -62,6 +70,16 @@ def on_starting(server: object) -> None:
         for name in os.listdir(metrics_dir):
             if name.endswith(".db"):
                 os.unlink(os.path.join(metrics_dir, name))
+
+
+def post_worker_init(worker: object) -> None:
+    """The app is loaded: what exists now lives as long as the worker, so the cyclic GC stops traversing it
+    (gc.freeze). Its full collections then walk only what requests made: GC time over 1,500 stream starts and
+    their resolves went from 238 to 92 ms (bench, one worker)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def child_exit(server: object, worker: object) -> None:
