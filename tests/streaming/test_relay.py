@@ -28,6 +28,7 @@ from gunicorn.http.wsgi import Response as GunicornResponse
 
 from resolver import config
 from resolver.access.signing import Signer
+from resolver.errors import UpstreamFailed
 from resolver.sources import Source
 from resolver.streaming import relay
 from resolver.streaming.upstream import StreamAborted, Transfer, new_session
@@ -342,6 +343,19 @@ def test_bytes_past_the_length_never_become_the_next_response(scheme, env, hosti
             bodies.append(body)
     assert [len(b) for b in bodies] == [SIZE, SIZE]
     assert bodies == [BLOB, BLOB]
+
+
+def test_an_upstream_certificate_the_session_does_not_trust_is_never_streamed(env, hostile, tls):
+    """get.py keeps requests' TLS verification: with the session's default trust (not the test CA) the HTTPS
+    upstream's certificate fails and the grant is a 502, with nothing sent; with the CA it streams."""
+    with in_process_streamer("https", env, hostile, tls) as (streamer, source, base):
+        streamer.session.verify = True
+        with pytest.raises(UpstreamFailed):
+            stream_to_socketpair(streamer, source, f"{base}/ok/untrusted.mp3", Transfer())
+        streamer.session.verify = tls[0]
+        transfer = Transfer()
+        body, _, _ = stream_to_socketpair(streamer, source, f"{base}/ok/trusted.mp3", transfer)
+    assert body == BLOB and transfer.complete
 
 
 def test_writes_to_a_tls_client_go_through_openssl(tls):
