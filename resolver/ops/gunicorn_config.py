@@ -24,9 +24,15 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 
+from resolver.ops import listeners  # noqa: E402
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a web dyno
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"
+
+
+# One listening socket per worker only where no queued connection is lost when a worker exits (ops/listeners.py).
+reuse_port = listeners.per_worker(workers)
 worker_connections = int(os.environ.get("RESOLVER_WORKER_CONNECTIONS", "1000"))
 timeout = 30
 graceful_timeout = 30
