@@ -30,7 +30,7 @@ from .. import policy
 from ..config import Settings
 from ..errors import NotFound, RangeNotSatisfiable, UpstreamFailed, UpstreamTimeout
 from ..sources import Source
-from . import get, redirects, relay, s3
+from . import redirects, relay, s3
 from .cuts import SendTimeout, StreamCut, Watch, watched
 from .guarded_http import blocked, new_guarded_session
 from .http_range import ByteRange, Unsatisfiable, entity_length, parse_range, part_matches
@@ -165,30 +165,34 @@ class Upstream:
                 auth_headers, basic = _auth(source)
                 send.update(auth_headers)
         try:
+            prepared = requests.Request("GET", hop.url, headers=send, auth=basic).prepare()
             started = time.perf_counter()
-            resp = self._send(session, hop.url, send, basic)
+            resp = self._send(session, prepared)
             # What Session.send would do: time to headers, then the session's response hooks (metrics).
             resp.elapsed = timedelta(seconds=time.perf_counter() - started)
             return dispatch_hook("response", session.hooks, resp)
-        except (Urllib3Error, OSError, ValueError) as e:
-            if get.timed_out(e):
-                log.warning("upstream %s timed out", source.name)
-                raise UpstreamTimeout() from e
+        except requests.Timeout as e:
+            log.warning("upstream %s timed out", source.name)
+            raise UpstreamTimeout() from e
+        except requests.RequestException as e:
             if blocked(e):
                 raise redirects.refuse(source, "the host resolves to a non-public address") from e
             log.warning("upstream %s unreachable: %s", source.name, type(e).__name__)
             raise UpstreamFailed() from e
 
-    def _send(self, session: requests.Session, url: str, headers: Mapping[str, str],
-              basic: tuple[str, str] | None) -> requests.Response:
-        """One GET (get.py), once more if the connection broke before any answer: a kept-alive connection the
-        upstream closed just as we reused it (the race every keep-alive client has; a GET is safe to repeat, on
-        another connection). Timeouts and refused connects are not repeated."""
-        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
-        try:
-            return get.get(session, url, headers, timeout, basic)
-        except ProtocolError:
-            return get.get(session, url, headers, timeout, basic)
+    def _send(self, session: requests.Session, prepared: requests.PreparedRequest) -> requests.Response:
+        """The adapter's send, once more if the connection broke before any answer: a kept-alive connection
+        the upstream closed just as we reused it (the race every keep-alive client has; a GET is safe to
+        repeat, on another connection). Timeouts and refused connects are not repeated."""
+        for attempt in (1, 2):
+            try:
+                return session.get_adapter(prepared.url).send(
+                    prepared, stream=True, timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                    verify=session.verify, proxies={})
+            except requests.ConnectionError as e:
+                if attempt == 2 or not (e.args and isinstance(e.args[0], ProtocolError)):
+                    raise
+        raise AssertionError("unreachable")
 
     def _checked(self, source: Source, resp: requests.Response) -> requests.Response:
         if resp.status_code in policy.PASSED_STATUSES:

@@ -346,8 +346,8 @@ def test_bytes_past_the_length_never_become_the_next_response(scheme, env, hosti
 
 
 def test_an_upstream_certificate_the_session_does_not_trust_is_never_streamed(env, hostile, tls):
-    """get.py keeps requests' TLS verification: with the session's default trust (not the test CA) the HTTPS
-    upstream's certificate fails and the grant is a 502, with nothing sent; with the CA it streams."""
+    """With the session's default trust (not the test CA) the HTTPS upstream's certificate fails and the grant
+    is a 502, with nothing sent; with the CA it streams."""
     with in_process_streamer("https", env, hostile, tls) as (streamer, source, base):
         streamer.session.verify = True
         with pytest.raises(UpstreamFailed):
