@@ -12,14 +12,6 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
-
-import gevent  # noqa: E402
-
-# Before any hub makes its resolver: numeric upstream addresses skip the thread pool (ops/gevent_resolver.py).
-# An operator's own GEVENT_RESOLVER (ares, say) is left as it is.
-if "GEVENT_RESOLVER" not in os.environ:
-    gevent.config.resolver = "resolver.ops.gevent_resolver.Resolver"
-
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -29,8 +21,6 @@ from resolver.ops import listeners  # noqa: E402
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a web dyno
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"
-
-
 # One listening socket per worker only where no queued connection is lost when a worker exits (ops/listeners.py).
 reuse_port = listeners.per_worker(workers)
 worker_connections = int(os.environ.get("RESOLVER_WORKER_CONNECTIONS", "1000"))
