@@ -123,7 +123,8 @@ def write_markdown(path: Path, report: Report, info: dict, command: str, plot_na
         f"- server: `{info['gunicorn']}` from the Procfile, {info['workers']} workers, "
         f"store `{info['store']}`, audit log to a file",
         "- upstream: `bench/upstream.py` (thread per connection, `socket.send` from one buffer, Range, "
-        "throttled `/slow/`), and for measure 1 also nginx serving a real file (`bench/nginx.py`, sendfile); "
+        "throttled `/slow/`), and for measures 1 and 3 also nginx serving real files (`bench/nginx.py`, "
+        "sendfile; `limit_rate` for 3n.); "
         "fake Twilio IAM in a child process; client: `bench/client.py` (raw sockets and asyncio, 1 MiB "
         "`recv_into`); all on 127.0.0.1, sharing the same cores",
         "",
