@@ -1,5 +1,6 @@
-"""Per-worker listening sockets (resolver/ops/listeners.py, gunicorn_config.reuse_port) only where the kernel moves a
-closing listener's queued connections to a sibling, and never for one worker."""
+"""The workers' set-up: per-worker listening sockets (ops/listeners.py, gunicorn_config.reuse_port) only where
+the kernel moves a closing listener's queued connections to a sibling, and never for one worker; gc.freeze once
+the app is loaded."""
 
 from __future__ import annotations
 
@@ -30,3 +31,12 @@ def test_the_procfile_config_takes_the_rule(workers):
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "WEB_CONCURRENCY": str(workers)},
                          capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == str(per_worker(workers))
+
+
+def test_a_worker_freezes_what_the_app_loaded():
+    """post_worker_init: the cyclic GC stops walking the loaded app (gc.freeze), in a child (the config patches
+    gevent)."""
+    code = ("import gc, resolver.ops.gunicorn_config as c; before = gc.get_freeze_count(); "
+            "c.post_worker_init(None); print(before == 0, gc.get_freeze_count() > 1000)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["True", "True"]
