@@ -116,17 +116,19 @@ def listeners(stack: Stack, urls: list[str], size: int, timeout: float) -> dict:
 def bench_concurrency(stack: Stack, report: Report, reps: int, n: int = 300, seconds: float = 10.0) -> None:
     """From the Python upstream, then (rows 3n.) from nginx's limit_rate when the stack has it."""
     size = int(stack.rate * seconds)
-    upstreams = [("3.", "slow", stack.upstream_url)]
+    # (row label, source, upstream URL, how the rows name it, whose runs the plot shows)
+    upstreams = [("3.", "slow", stack.upstream_url, "", True)]
     if stack.ngx_url and stack.nginx_slow_bytes == size:
-        upstreams.append(("3n.", "ngxslow", stack.ngx_url))
+        upstreams.append(("3n.", "ngxslow", stack.ngx_url, " (nginx upstream)", False))
     else:
         say("  3n. skipped: nginx is not installed (apt-get install nginx), or the stack has no file of this size")
-    for label, source, upstream_url in upstreams:
-        _listeners_from(stack, report, reps, n, size, label, source, upstream_url, timeout=seconds * 6)
+    for label, source, upstream_url, where, plotted in upstreams:
+        _listeners_from(stack, report, reps, n, size, label, source, upstream_url, where, plotted,
+                        timeout=seconds * 6)
 
 
 def _listeners_from(stack: Stack, report: Report, reps: int, n: int, size: int, label: str, source: str,
-                    upstream_url: str, timeout: float) -> None:
+                    upstream_url: str, where: str, plotted: bool, timeout: float) -> None:
     key = f"{size}.mp3"
     link = stack.links(source, [key])[0]
     idle_rss = sum(procs.rss_kib(p) for p in [stack.master, *stack.workers()]) / 1024
@@ -139,21 +141,19 @@ def _listeners_from(stack: Stack, report: Report, reps: int, n: int, size: int, 
             f"p99 TTFB {proxied['ttfb_p99_ms']:.0f} ms (direct {direct['ttfb_p99_ms']:.0f} ms), "
             f"total RSS {proxied['total_rss_mib']:.0f} MiB, wall {proxied['wall_s']:.1f}s")
         runs.append({"direct": direct, "proxied": proxied})
-    if label == "3.":  # the plot: the Python upstream's runs
+    if plotted:
         report.ttfb = {"direct": [r["direct"]["first_body_s"] for r in runs],
                        "resolver": [r["proxied"]["first_body_s"] for r in runs]}
     for r in runs:
         for side in ("direct", "proxied"):
             r[side] = {k: v for k, v in r[side].items() if k != "first_body_s"}
     report.details[f"{label} concurrency"] = {"listeners": n, "bytes_each": size, "idle_rss_mib": idle_rss,
-                                              "upstream": "nginx limit_rate" if label == "3n." else "bench.upstream",
-                                              "runs": runs}
+                                              "upstream": upstream_url, "runs": runs}
     completed = min(r["proxied"]["completed"] for r in runs)
     errors = sum(sum(r["proxied"]["errors"].values()) for r in runs)
     p99 = median([r["proxied"]["ttfb_p99_ms"] for r in runs])
     d99 = median([r["direct"]["ttfb_p99_ms"] for r in runs])
     rss = median([r["proxied"]["total_rss_mib"] for r in runs])
-    where = " (nginx upstream)" if label == "3n." else ""
     report.add(f"{label} {n} listeners at {stack.rate // 1024} KiB/s{where}: completed", f"{n}/{n} direct",
                f"{completed}/{n} (worst run)", f"{errors} errors", "all, 0 errors",
                completed == n and errors == 0)
@@ -163,8 +163,6 @@ def _listeners_from(stack: Stack, report: Report, reps: int, n: int, size: int, 
                f"{p99 / d99:.1f}x direct" if d99 else "", "< 500 ms", p99 < 500)
     report.add(f"{label} {n} listeners{where}: total RSS of gunicorn", f"{idle_rss:.0f} MiB idle",
                f"{rss:.0f} MiB peak", f"{rss:.0f} MiB", "< 600 MiB", rss < 600)
-
-
 
 
 # -- 4. resolve ------------------------------------------------------------------------------------------

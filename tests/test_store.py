@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from resolver.store import ALL_BEFORE, RedisStore, SQLiteStore, StoreError, open_store
+from resolver.store import ALL_BEFORE, TAKE_SLOT, RedisStore, SQLiteStore, StoreError, open_store
 from tests.support.env import free_port, process_env
 
 INCR_SCRIPT = (
@@ -323,8 +323,6 @@ def test_a_sqlite_write_waiting_for_a_lock_lets_the_workers_other_requests_run(t
 def test_the_slot_count_reads_the_covering_index_only(tmp_path):
     """A stream start counts its identity's live slots: from the (k, exp) index alone, never row by row (at 300
     live streams of one identity the row-by-row count cost twice as much)."""
-    from resolver.store import TAKE_SLOT
-
     store = SQLiteStore(str(tmp_path / "plan.db"))
     plan = store._guard(lambda db: db.execute("EXPLAIN QUERY PLAN " + TAKE_SLOT,
                                               ("g/m", 1.0, "g/m", 0.0, "g/", "g0", 0.0, 5)).fetchall())
