@@ -16,13 +16,14 @@ from .fake_iam import ENCRYPTED_SID, PLAIN_SID
 
 MiB, GiB = 1 << 20, 1 << 30
 SIZE = 512 * MiB
+MIN_REPS = 3
 
 
 def bench_encrypted(stack, report, reps: int) -> None:  # type: ignore[no-untyped-def]
     size = stack.recording_bytes
     plain, encrypted = stack.grant("recordings", PLAIN_SID), stack.grant("recordings", ENCRYPTED_SID)
     runs = []
-    for i in range(max(reps, 3)):
+    for i in range(max(reps, MIN_REPS)):
         c0 = procs.tree_cpu(stack.master)
         p = fetch(plain)
         c1 = procs.tree_cpu(stack.master)

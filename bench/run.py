@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import encrypted, s3, scenarios, throughput
 from .client import afetch
 from .encrypted import SIZE as ENCRYPTED_SIZE
 from .encrypted import bench_encrypted
@@ -38,6 +39,14 @@ SCENARIOS = {
     "6": ("encrypted recording", bench_encrypted),
     "7": ("s3 object", bench_s3),
 }
+
+
+def repetitions(reps: int) -> dict[str, str]:
+    """How many repetitions (or windows) each measure takes for `--reps reps`: some take at least a floor."""
+    return {"memory": str(reps), "throughput": str(max(reps, throughput.MIN_REPS)),
+            "listeners and seek": str(max(reps, scenarios.MIN_REPS)),
+            "encrypted and s3": str(max(reps, encrypted.MIN_REPS, s3.MIN_REPS)),
+            "resolve": f"{2 * reps} paired windows"}
 
 
 def warm_up(stack: Stack) -> None:
@@ -106,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 stop_py_spy(spies)
         info = {"machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "reps": args.reps, "gunicorn": shlex.join(["gunicorn", *stack.command[1:]]), "workers": workers,
+                "reps": args.reps, "repetitions": repetitions(args.reps),
+                "gunicorn": shlex.join(["gunicorn", *stack.command[1:]]), "workers": workers,
                 "store": stack.store.replace(str(stack.tmp), "$TMP")}
     info["duration_s"] = time.monotonic() - started
     load_after = Path("/proc/loadavg").read_text().split()[:3]

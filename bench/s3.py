@@ -22,6 +22,7 @@ from .client import fetch
 
 MiB, GiB = 1 << 20, 1 << 30
 SIZE = 512 * MiB
+MIN_REPS = 3
 BUCKET = "bench-recordings"
 KEY = "recordings/RE" + "be" * 16
 REGION = "us-east-1"
@@ -105,7 +106,7 @@ def bench_s3(stack, report, reps: int) -> None:  # type: ignore[no-untyped-def]
     size = store.size
     grant = stack.grant("archive", KEY.removeprefix("recordings/"))
     runs = []
-    for i in range(max(reps, 3)):
+    for i in range(max(reps, MIN_REPS)):
         url, headers = store.signed_get()  # signed now: X-Amz-Date stays fresh
         d = fetch(url, headers=headers, timeout=600)
         c0 = procs.tree_cpu(stack.master)

@@ -18,6 +18,7 @@ from .stack import Stack
 from .upstream import expected
 
 MiB = 1 << 20
+MIN_REPS = 5  # listeners and seek: the most sensitive to the neighbours' load, so at least this many
 LISTENER_SIZE = 64 * 1024 * 10  # measure 3's stream: 10 s at the Stack's default rate (nginx serves a file of it)
 
 
@@ -133,7 +134,7 @@ def _listeners_from(stack: Stack, report: Report, reps: int, n: int, size: int, 
     link = stack.links(source, [key])[0]
     idle_rss = sum(procs.rss_kib(p) for p in [stack.master, *stack.workers()]) / 1024
     runs = []
-    for i in range(max(reps, 5)):  # the most sensitive to the neighbours' load: more repetitions
+    for i in range(max(reps, MIN_REPS)):
         grants = [stack.resolve(stack.ops_token, link) for _ in range(n)]
         direct = listeners(stack, [f"{upstream_url}/slow/{key}"] * n, size, timeout=timeout)
         proxied = listeners(stack, grants, size, timeout=timeout)
@@ -251,7 +252,7 @@ def bench_seek(stack: Stack, report: Report, reps: int, size: int = GiB, tail: i
     rng = {"Range": f"bytes={size - tail}-"}
     want = expected(size - tail, tail)
     runs = []
-    for i in range(max(reps, 5)):
+    for i in range(max(reps, MIN_REPS)):
         d = fetch(f"{stack.upstream_url}/media/{key}", headers=rng)
         stack.upstream_reset()
         p = fetch(grant, headers=rng, keep=True)

@@ -26,6 +26,7 @@ from .stack import Stack
 MiB = 1 << 20
 GiB = 1 << 30
 SIZE = 512 * MiB
+MIN_REPS = 9  # a second or two each, and a median of 9 paired ratios moves less than one of 5
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def _walls(up: Upstream, names: tuple[str, ...]) -> str:
 def bench_throughput(stack: Stack, report: Report, reps: int, size: int = SIZE) -> None:
     say = _say
     key = f"{size}.mp3"
-    reps = max(reps, 5)  # a second or two each: cheap to repeat more
+    reps = max(reps, MIN_REPS)
     nginx = bool(stack.nginx_url)
     if not nginx:
         say("  1. NGINX IS NOT INSTALLED: the peer and the nginx upstream are skipped (apt-get install -y nginx)")
