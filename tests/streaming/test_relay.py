@@ -358,14 +358,14 @@ def test_an_upstream_certificate_the_session_does_not_trust_is_never_streamed(en
     assert body == BLOB and transfer.complete
 
 
-def test_writes_to_a_tls_client_go_through_openssl(tls):
+def test_writes_to_a_tls_client_go_through_openssl(tmp_path):
     """The raw fast path is for gevent's plain socket only: a gevent TLS socket (gunicorn with certfile) is
     written through OpenSSL, so the peer decrypts exactly what was sent, never plaintext on the wire."""
     import gevent
     import gevent.socket
     import gevent.ssl
 
-    ca, cert, key = make_tls(str(Path(tls[0]).parent), names=("127.0.0.1",))
+    ca, cert, key = make_tls(str(tmp_path), names=("127.0.0.1",))  # its own: the module's CA file stays
     server_ctx = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT)
