@@ -12,6 +12,12 @@ size, so the buffer is filled record by record from what has arrived before it i
 wrapped socket first; one the kernel cannot take now goes through gevent's `send`, which waits at most the client
 socket's timeout (the send idle timeout) for the client to take any.
 
+A plain upstream feeding a plain client faster than the start buffer (see START_BUF) is spliced instead: the
+kernel moves the pages from the upstream socket through a pipe to the client socket, so neither copy into
+Python's buffer nor out of it is made (about a third less CPU against nginx's sendfile; see SPLICE_PIPE). Where
+the kernel refuses the pipe (no `os.splice`, or the user's pipe budget spent by other streams) the buffer grows
+instead. Counting, the exact stop, the timeouts and the errors are the same in both loops.
+
 What stays the caller's: the header phase, the first chunk (read before answering, so a stall or a break is still a
 504/502), the size limit, the audit record. Anything the fast path cannot vouch for (a chunked or close-delimited
 upstream, a server other than gunicorn, a client the server frames itself) takes the ordinary WSGI loop instead.
@@ -19,7 +25,9 @@ upstream, a server other than gunicorn, a client the server frames itself) takes
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +39,8 @@ except ImportError:  # not under gunicorn: the WSGI loop only
     GunicornResponse = None
 try:
     from gevent.socket import socket as GeventSocket
-except ImportError:  # no gevent: every socket is used through its own methods
+    from gevent.socket import wait_read, wait_write
+except ImportError:  # no gevent: every socket is used through its own methods, and nothing is spliced
     GeventSocket = None
 
 # The most one stream's buffer grows to: 4 MiB from a plain upstream (fewer, larger writes wake the client and
@@ -42,6 +51,14 @@ except ImportError:  # no gevent: every socket is used through its own methods
 BUF = 4 << 20
 TLS_BUF = 1 << 20
 START_BUF = 64 << 10
+# A spliced stream's pipe: what the kernel holds between the upstream and the client (pages, never in the
+# worker's memory). 1 MiB is Linux's default most for an unprivileged pipe (fs.pipe-max-size); an unprivileged
+# user's pipes may hold 64 MiB in all (fs.pipe-user-pages-soft), so past about 64 fast streams at once the next
+# ones take the buffer loop. In A/B pairs against nginx's sendfile (bench measure 1n.), resolver CPU went from
+# 0.40-0.60 to 0.30-0.40 s/GiB and its time over the bare relay from 1.12-1.30x to 0.88-1.02x.
+SPLICE_PIPE = 1 << 20
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 ENVIRON_KEY = "resolver.server_response"
 # readinto1 leaves http.client's read buffer empty only when asked for more than twice its size: only then
 # may the body be read from the socket directly without skipping bytes that buffer holds.
@@ -126,7 +143,8 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
     # hands all of that over and keeps nothing back, so from then on the socket is ours to read directly.
     n = fp.readinto1(view[:min(len(buf), remaining)])  # waits, at most the read timeout, for the first bytes
     direct = remaining >= _DIRECT_FILL_MIN
-    most = TLS_BUF if hasattr(up_sock, "pending") else BUF  # stdlib's or gevent's SSLSocket
+    tls = hasattr(up_sock, "pending")  # stdlib's or gevent's SSLSocket
+    most = TLS_BUF if tls else BUF
     idle = up_sock.gettimeout()
     if direct:
         arrived = _arrived_reader(up_sock)
@@ -146,7 +164,9 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
             progress(n)
             if remaining == 0:
                 return
-            if n == len(buf) < most and not waited:
+            if n == len(buf) < most and not waited:  # a fast stream: splice it, else grow the buffer
+                if direct and not tls and (pipe := _splice_pipe(client.sock)) is not None:
+                    return _splice(pipe, up_sock.fileno(), client, remaining, progress, idle)
                 buf = bytearray(min(most, remaining))
                 view = memoryview(buf)
             want = min(len(buf), remaining)
@@ -161,6 +181,65 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
     finally:
         if direct:
             up_sock.settimeout(idle)
+
+
+def _splice_pipe(client_sock: Any) -> tuple[int, int] | None:
+    """A non-blocking pipe of SPLICE_PIPE bytes for a plain gevent client socket, or None where there is none
+    to splice into: any other client, no `os.splice`, or a pipe the kernel will not make that large."""
+    if _gevent_inner(client_sock) is None or not hasattr(os, "splice"):
+        return None
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(w, _F_SETPIPE_SZ, SPLICE_PIPE)
+    except OSError:  # past fs.pipe-max-size or the user's pipe budget
+        os.close(r)
+        os.close(w)
+        return None
+    return r, w
+
+
+def _splice(pipe: tuple[int, int], up_fd: int, client: Client, remaining: int,
+            progress: Callable[[int], None], idle: float | None) -> None:
+    """send_rest's loop, the pages moved by the kernel: upstream socket into the pipe (what has arrived, at most
+    what is still promised; when nothing has and the pipe is empty, a wait of at most `idle`), pipe into the
+    client socket (what it takes now; when it takes nothing, a wait of at most its timeout). Raises and counts
+    as send_rest does, and closes the pipe."""
+    r, w = pipe
+    out_fd, counted = client.sock.fileno(), client.server_response
+    stall = client.sock.gettimeout()
+    held = 0  # in the pipe
+    try:
+        while remaining:
+            room = min(SPLICE_PIPE, remaining) - held
+            if room:
+                try:
+                    n = os.splice(up_fd, w, room, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    n = -1
+                if n == 0:
+                    raise ShortBody(f"{remaining - held} promised bytes never came")
+                if n > 0:
+                    held += n
+                elif not held:
+                    wait_read(up_fd, timeout=idle)  # socket.timeout (a TimeoutError) after `idle` of silence
+                    continue
+            try:
+                m = os.splice(r, out_fd, held, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                try:
+                    wait_write(out_fd, timeout=stall)
+                except TimeoutError:
+                    raise ClientStalled() from None
+                continue
+            except OSError as e:
+                raise ClientGone(e) from None
+            held -= m
+            remaining -= m
+            counted.sent += m
+            progress(m)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def _arrived_reader(sock: Any) -> Callable[[int, memoryview], int]:

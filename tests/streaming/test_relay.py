@@ -10,8 +10,10 @@ through the WSGI loop, and over TLS the writes are larger than one TLS record.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import re
 import socket
 import ssl
@@ -392,6 +394,164 @@ def test_writes_to_a_tls_client_go_through_openssl(tmp_path):
         tls_a.close()
         b.close()
     assert bytes(received) == payload
+
+
+def test_a_fast_plain_stream_is_spliced_and_a_tls_one_never(env, hostile, tls, monkeypatch):
+    """Under gevent, a plain upstream feeding a plain client faster than the start buffer is spliced (the kernel
+    moves the pages); the bytes, the count for the access log and the transfer's record are the same. A TLS
+    upstream's bytes must go through OpenSSL, so it never is."""
+    import gevent.socket
+
+    spliced: list[int] = []
+    real = relay._splice
+    monkeypatch.setattr(relay, "_splice", lambda pipe, fd, client, remaining, *a: (
+        spliced.append(remaining), real(pipe, fd, client, remaining, *a))[1])
+    for scheme in ("http", "https"):
+        spliced.clear()
+        client_far, ours = socket.socketpair()
+        out = gevent.socket.socket(fileno=ours.detach())
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda sock=client_far, into=got: into.append(read_all(sock)))
+        reader.start()
+        transfer = Transfer()
+        with in_process_streamer(scheme, env, hostile, tls) as (streamer, source, base):
+            server_resp = GunicornResponse(SimpleNamespace(version=(1, 1), method="GET", should_close=lambda: False),
+                                           out, Config())
+            resp = streamer.response(source, f"{base}/ok/spliced.mp3", method="GET", client_headers={},
+                                     filename="x.mp3", transfer=transfer, client=relay.Client(out, server_resp))
+            try:
+                server_resp.start_response(resp.status, list(resp.headers.items()))
+                for item in resp.response:
+                    server_resp.write(item)
+                server_resp.close()
+            finally:
+                resp.close()
+                out.shutdown(socket.SHUT_WR)
+                reader.join(20)
+                out.close()
+                client_far.close()
+        assert got[0].partition(b"\r\n\r\n")[2] == BLOB, scheme
+        assert server_resp.sent == SIZE and transfer.complete and transfer.bytes == SIZE, scheme
+        if scheme == "http":
+            assert len(spliced) == 1 and 0 < spliced[0] < SIZE  # the rest after the start buffer's fill
+        else:
+            assert spliced == []
+
+
+@contextlib.contextmanager
+def splice_rig(client_timeout: float = 5.0):
+    """(upstream's far end, our upstream end, our client end, client's far end, a pipe): our ends non-blocking
+    with the timeouts gevent's sockets carry (a socket with a timeout has a non-blocking descriptor)."""
+    up_far, up_ours = socket.socketpair()
+    client_ours, client_far = socket.socketpair()
+    up_ours.settimeout(0.0)
+    client_ours.settimeout(client_timeout)
+    pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    socks = (up_far, up_ours, client_ours, client_far)
+    try:
+        yield (*socks, pipe)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def run_splice(pipe, up_ours, client_ours, remaining: int, idle: float = 5.0):
+    counted = SimpleNamespace(sent=0)
+    progress: list[int] = []
+    error = None
+    try:
+        relay._splice(pipe, up_ours.fileno(), relay.Client(client_ours, counted), remaining, progress.append,
+                      idle)
+    except Exception as e:  # noqa: BLE001 - the test looks at which
+        error = e
+    return error, counted.sent, sum(progress)
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def test_splice_stops_exactly_at_the_promised_length_and_counts_every_byte():
+    with splice_rig() as (up_far, up_ours, client_ours, client_far, pipe):
+        feeder = threading.Thread(target=up_far.sendall, args=(BLOB + b"NEXT RESPONSE",))
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(_read_n(client_far, SIZE)))
+        feeder.start()
+        reader.start()
+        error, sent, progressed = run_splice(pipe, up_ours, client_ours, SIZE)
+        feeder.join(10)
+        reader.join(10)
+        assert error is None and sent == progressed == SIZE and got[0] == BLOB
+        assert up_ours.recv(100) == b"NEXT RESPONSE"  # left for the pool's unread-bytes check
+        assert _closed(pipe[0]) and _closed(pipe[1])
+
+
+def test_splice_raises_short_body_when_the_upstream_closes_early():
+    with splice_rig() as (up_far, up_ours, client_ours, client_far, pipe):
+        up_far.sendall(BLOB[:100_000])
+        up_far.close()
+        error, sent, progressed = run_splice(pipe, up_ours, client_ours, SIZE)
+        assert isinstance(error, relay.ShortBody) and sent == progressed == 100_000
+        assert _read_n(client_far, 100_000) == BLOB[:100_000]
+
+
+def test_splice_gives_up_on_a_silent_upstream_after_the_idle_timeout():
+    with splice_rig() as (up_far, up_ours, client_ours, client_far, pipe):
+        up_far.sendall(b"x" * 1000)
+        started = time.monotonic()
+        error, sent, _ = run_splice(pipe, up_ours, client_ours, SIZE, idle=0.3)
+        assert isinstance(error, TimeoutError) and sent == 1000 and 0.25 < time.monotonic() - started < 5
+
+
+def test_splice_raises_client_stalled_when_the_client_takes_nothing():
+    with splice_rig(client_timeout=0.3) as (up_far, up_ours, client_ours, client_far, pipe):
+        feeder = threading.Thread(target=_send_quietly, args=(up_far, bytes(32 << 20)), daemon=True)
+        feeder.start()
+        error, sent, _ = run_splice(pipe, up_ours, client_ours, 32 << 20)
+        assert isinstance(error, relay.ClientStalled) and 0 < sent < 32 << 20
+
+
+def test_splice_raises_client_gone_when_the_client_left():
+    with splice_rig() as (up_far, up_ours, client_ours, client_far, pipe):
+        client_far.close()
+        up_far.sendall(b"x" * 1000)
+        error, sent, _ = run_splice(pipe, up_ours, client_ours, SIZE)
+        assert isinstance(error, relay.ClientGone) and isinstance(error.error, OSError) and sent == 0
+
+
+def test_a_splice_pipe_only_for_a_plain_gevent_client_the_kernel_makes_one_for(monkeypatch):
+    import gevent.socket
+
+    a, b = gevent.socket.socketpair()
+    try:
+        pipe = relay._splice_pipe(a)
+        assert pipe is not None
+        assert fcntl.fcntl(pipe[1], 1032) >= relay.SPLICE_PIPE  # F_GETPIPE_SZ
+        os.close(pipe[0])
+        os.close(pipe[1])
+        with socket.socket() as plain:
+            assert relay._splice_pipe(plain) is None  # not gevent's: the buffer loop
+        monkeypatch.setattr(relay, "SPLICE_PIPE", 1 << 31)  # more than the kernel grants: the buffer loop
+        assert relay._splice_pipe(a) is None
+    finally:
+        a.close()
+        b.close()
+
+
+def _read_n(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n and (got := sock.recv(1 << 20)):
+        data += got
+    return bytes(data)
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
 
 
 def test_the_sender_says_when_the_client_made_it_wait():
