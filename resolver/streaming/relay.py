@@ -14,7 +14,7 @@ socket's timeout (the send idle timeout) for the client to take any.
 
 A plain upstream feeding a plain client faster than the start buffer (see START_BUF) is spliced instead: the
 kernel moves the pages from the upstream socket through a pipe to the client socket, so neither copy into
-Python's buffer nor out of it is made (about a third less CPU against nginx's sendfile; see SPLICE_PIPE). Where
+Python's buffer nor out of it is made (about 40% less CPU against nginx's sendfile; see SPLICE_PIPE). Where
 the kernel refuses the pipe (no `os.splice`, or the user's pipe budget spent by other streams) the buffer grows
 instead. Counting, the exact stop, the timeouts and the errors are the same in both loops.
 
@@ -54,8 +54,8 @@ START_BUF = 64 << 10
 # A spliced stream's pipe: what the kernel holds between the upstream and the client (pages, never in the
 # worker's memory). 1 MiB is Linux's default most for an unprivileged pipe (fs.pipe-max-size); an unprivileged
 # user's pipes may hold 64 MiB in all (fs.pipe-user-pages-soft), so past about 64 fast streams at once the next
-# ones take the buffer loop. In A/B pairs against nginx's sendfile (bench measure 1n.), resolver CPU went from
-# 0.40-0.60 to 0.30-0.40 s/GiB and its time over the bare relay from 1.12-1.30x to 0.88-1.02x.
+# ones take the buffer loop. In seven A/B pairs against nginx's sendfile (bench measure 1n.), resolver CPU went
+# from a median 0.52 to 0.30 s/GiB and its time over the bare relay from 1.12x to 1.01x (README, The body path).
 SPLICE_PIPE = 1 << 20
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
