@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,8 +144,7 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
     # hands all of that over and keeps nothing back, so from then on the socket is ours to read directly.
     n = fp.readinto1(view[:min(len(buf), remaining)])  # waits, at most the read timeout, for the first bytes
     direct = remaining >= _DIRECT_FILL_MIN
-    tls = hasattr(up_sock, "pending")  # stdlib's or gevent's SSLSocket
-    most = TLS_BUF if tls else BUF
+    most = TLS_BUF if hasattr(up_sock, "pending") else BUF  # stdlib's or gevent's SSLSocket
     idle = up_sock.gettimeout()
     if direct:
         arrived = _arrived_reader(up_sock)
@@ -165,8 +165,10 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
             if remaining == 0:
                 return
             if n == len(buf) < most and not waited:  # a fast stream: splice it, else grow the buffer
-                if direct and not tls and (pipe := _splice_pipe(client.sock)) is not None:
-                    return _splice(pipe, up_sock.fileno(), client, remaining, progress, idle)
+                if direct and _plain(up_sock) and (pipe := _splice_pipe(client.sock)) is not None:
+                    remaining = _splice(pipe, up_sock.fileno(), client, remaining, progress, idle)
+                    if remaining == 0:
+                        return
                 buf = bytearray(min(most, remaining))
                 view = memoryview(buf)
             want = min(len(buf), remaining)
@@ -188,7 +190,10 @@ def _splice_pipe(client_sock: Any) -> tuple[int, int] | None:
     to splice into: any other client, no `os.splice`, or a pipe the kernel will not make that large."""
     if _gevent_inner(client_sock) is None or not hasattr(os, "splice"):
         return None
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # out of descriptors: the buffer loop needs none
+        return None
     try:
         fcntl.fcntl(w, _F_SETPIPE_SZ, SPLICE_PIPE)
     except OSError:  # past fs.pipe-max-size or the user's pipe budget
@@ -199,30 +204,38 @@ def _splice_pipe(client_sock: Any) -> tuple[int, int] | None:
 
 
 def _splice(pipe: tuple[int, int], up_fd: int, client: Client, remaining: int,
-            progress: Callable[[int], None], idle: float | None) -> None:
+            progress: Callable[[int], None], idle: float | None) -> int:
     """send_rest's loop, the pages moved by the kernel: upstream socket into the pipe (what has arrived, at most
     what is still promised; when nothing has and the pipe is empty, a wait of at most `idle`), pipe into the
     client socket (what it takes now; when it takes nothing, a wait of at most its timeout). Raises and counts
-    as send_rest does, and closes the pipe."""
+    as send_rest does (an upstream that closed early is ShortBody once what it sent is out), and closes the pipe.
+
+    Returns the bytes still to send: 0, or, with the pipe empty, all that remain when the socket is readable yet
+    nothing can be spliced from it (TCP urgent data stops a splice at its mark and poll still says readable):
+    the buffer loop then reads past it, where splicing again would spin."""
     r, w = pipe
-    out_fd, counted = client.sock.fileno(), client.server_response
-    stall = client.sock.gettimeout()
-    held = 0  # in the pipe
+    held, ended, waited = 0, False, False  # bytes in the pipe; the upstream closed; a wait said readable
     try:
+        out_fd, counted, stall = client.sock.fileno(), client.server_response, client.sock.gettimeout()
         while remaining:
             room = min(SPLICE_PIPE, remaining) - held
-            if room:
+            if room and not ended:
                 try:
                     n = os.splice(up_fd, w, room, flags=_SPLICE_FLAGS)
                 except BlockingIOError:
                     n = -1
-                if n == 0:
-                    raise ShortBody(f"{remaining - held} promised bytes never came")
                 if n > 0:
-                    held += n
+                    held, waited = held + n, False
+                elif n == 0:
+                    ended = True
                 elif not held:
+                    if waited:
+                        return remaining
                     wait_read(up_fd, timeout=idle)  # socket.timeout (a TimeoutError) after `idle` of silence
+                    waited = True
                     continue
+            if not held:  # the upstream closed, and all it sent is out
+                raise ShortBody(f"{remaining} promised bytes never came")
             try:
                 m = os.splice(r, out_fd, held, flags=_SPLICE_FLAGS)
             except BlockingIOError:
@@ -237,9 +250,15 @@ def _splice(pipe: tuple[int, int], up_fd: int, client: Client, remaining: int,
             remaining -= m
             counted.sent += m
             progress(m)
+        return 0
     finally:
         os.close(r)
         os.close(w)
+
+
+def _plain(sock: Any) -> bool:
+    """A plain TCP socket (stdlib's or gevent's), whose bytes may be spliced: never a TLS one, of any kind."""
+    return type(sock) is socket.socket or (GeventSocket is not None and type(sock) is GeventSocket)
 
 
 def _arrived_reader(sock: Any) -> Callable[[int, memoryview], int]:
