@@ -564,11 +564,14 @@ def test_splice_gives_up_on_a_silent_upstream_after_the_idle_timeout():
 
 
 def test_splice_raises_client_stalled_when_the_client_takes_nothing():
+    """After the client socket's timeout (0.3 s here), not the upstream's idle timeout (5 s)."""
     with splice_rig(client_timeout=0.3) as (up_far, up_ours, client_ours, client_far, pipe):
         feeder = threading.Thread(target=_send_quietly, args=(up_far, bytes(32 << 20)), daemon=True)
         feeder.start()
-        error, sent, _ = run_splice(pipe, up_ours, client_ours, 32 << 20)
+        started = time.monotonic()
+        error, sent, _ = run_splice(pipe, up_ours, client_ours, 32 << 20, idle=5.0)
         assert isinstance(error, relay.ClientStalled) and 0 < sent < 32 << 20
+        assert 0.25 < time.monotonic() - started < 3
 
 
 def test_splice_raises_client_gone_when_the_client_left():
