@@ -258,7 +258,7 @@ def _splice(pipe: tuple[int, int], up_fd: int, client: Client, remaining: int,
 
 def _plain(sock: Any) -> bool:
     """A plain TCP socket (stdlib's or gevent's), whose bytes may be spliced: never a TLS one, of any kind."""
-    return type(sock) is socket.socket or (GeventSocket is not None and type(sock) is GeventSocket)
+    return type(sock) is socket.socket or _gevent_inner(sock) is not None
 
 
 def _arrived_reader(sock: Any) -> Callable[[int, memoryview], int]:

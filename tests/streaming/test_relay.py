@@ -200,7 +200,9 @@ def test_a_chunked_upstream_takes_the_wsgi_loop_and_ends_with_its_terminator(ser
 # -- in-process: gunicorn's Response object on a real socket, driven as gunicorn's worker drives it ---------
 def serve_once(streamer: Streamer, source: Source, url: str, headers: dict, transfer: Transfer,
                out: socket.socket, recorded: list[int] | None = None) -> tuple[int, GunicornResponse]:
-    """gunicorn's handle_request in miniature: start_response, write each item, close. Returns (items, resp)."""
+    """gunicorn's handle_request in miniature: start_response, write each item, close. Returns (items, resp).
+    With `recorded`, every write's length is appended to it (the socket is wrapped to see them); without, the
+    server writes to `out` itself, as gunicorn does (so a gevent socket is one the relay may splice into)."""
 
     class Recording:
         def __init__(self, sock: socket.socket) -> None:
@@ -223,7 +225,7 @@ def serve_once(streamer: Streamer, source: Source, url: str, headers: dict, tran
             self.sock.settimeout(timeout)
 
     req = SimpleNamespace(version=(1, 1), method="GET", should_close=lambda: False)
-    sock = Recording(out)
+    sock = Recording(out) if recorded is not None else out
     server_resp = GunicornResponse(req, sock, Config())
     client = relay.Client(sock, server_resp)
     resp = streamer.response(source, url, method="GET", client_headers=headers, filename="x.mp3",
@@ -273,8 +275,15 @@ def in_process_streamer(scheme: str, env: dict, hostile: Upstream, tls, **settin
 
 
 def stream_to_socketpair(streamer: Streamer, source: Source, url: str, transfer: Transfer,
-                         writes: list[int] | None = None) -> tuple[bytes, int, GunicornResponse]:
+                         writes: list[int] | None = None, gevent_client: bool = False
+                         ) -> tuple[bytes, int, GunicornResponse]:
+    """serve_once to one end of a socketpair (with `gevent_client`, gevent's socket over it, as gunicorn's
+    gevent worker hands the app), a thread reading the other: (the body it got, items, gunicorn's response)."""
     client_end, our_end = socket.socketpair()
+    if gevent_client:
+        import gevent.socket
+
+        our_end = gevent.socket.socket(fileno=our_end.detach())
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(read_all(client_end)))
     reader.start()
@@ -400,37 +409,17 @@ def test_a_fast_plain_stream_is_spliced_and_a_tls_one_never(env, hostile, tls, m
     """Under gevent, a plain upstream feeding a plain client faster than the start buffer is spliced (the kernel
     moves the pages); the bytes, the count for the access log and the transfer's record are the same. A TLS
     upstream's bytes must go through OpenSSL, so it never is."""
-    import gevent.socket
-
     spliced: list[int] = []
     real = relay._splice
     monkeypatch.setattr(relay, "_splice", lambda pipe, fd, client, remaining, *a: (
         spliced.append(remaining), real(pipe, fd, client, remaining, *a))[1])
     for scheme in ("http", "https"):
         spliced.clear()
-        client_far, ours = socket.socketpair()
-        out = gevent.socket.socket(fileno=ours.detach())
-        got: list[bytes] = []
-        reader = threading.Thread(target=lambda sock=client_far, into=got: into.append(read_all(sock)))
-        reader.start()
         transfer = Transfer()
         with in_process_streamer(scheme, env, hostile, tls) as (streamer, source, base):
-            server_resp = GunicornResponse(SimpleNamespace(version=(1, 1), method="GET", should_close=lambda: False),
-                                           out, Config())
-            resp = streamer.response(source, f"{base}/ok/spliced.mp3", method="GET", client_headers={},
-                                     filename="x.mp3", transfer=transfer, client=relay.Client(out, server_resp))
-            try:
-                server_resp.start_response(resp.status, list(resp.headers.items()))
-                for item in resp.response:
-                    server_resp.write(item)
-                server_resp.close()
-            finally:
-                resp.close()
-                out.shutdown(socket.SHUT_WR)
-                reader.join(20)
-                out.close()
-                client_far.close()
-        assert got[0].partition(b"\r\n\r\n")[2] == BLOB, scheme
+            body, _, server_resp = stream_to_socketpair(streamer, source, f"{base}/ok/spliced.mp3", transfer,
+                                                        gevent_client=True)
+        assert body == BLOB, scheme
         assert server_resp.sent == SIZE and transfer.complete and transfer.bytes == SIZE, scheme
         if scheme == "http":
             assert len(spliced) == 1 and 0 < spliced[0] < SIZE  # the rest after the start buffer's fill
