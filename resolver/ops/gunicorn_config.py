@@ -16,13 +16,15 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 
-from resolver.ops import listeners  # noqa: E402
+from resolver.ops import balance, listeners  # noqa: E402
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a web dyno
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
 # One listening socket per worker only where no queued connection is lost when a worker exits (ops/listeners.py).
 reuse_port = listeners.per_worker(workers)
+# gevent's worker; on one shared socket, one that spreads new connections over the workers (ops/balance.py).
+_BALANCED = balance.wanted(workers, reuse_port)
+worker_class = "resolver.ops.balance.Worker" if _BALANCED else "gevent"
 worker_connections = int(os.environ.get("RESOLVER_WORKER_CONNECTIONS", "1000"))
 timeout = 30
 graceful_timeout = 30
@@ -61,6 +63,8 @@ def on_starting(server: object) -> None:
         open_store(settings.store_url).close()
     except (StoreError, OSError) as e:
         sys.exit(f"resolver: RESOLVER_STORE cannot be opened: {e}")
+    if _BALANCED:
+        balance.start()
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if metrics_dir and os.path.isdir(metrics_dir):
         for name in os.listdir(metrics_dir):
@@ -78,7 +82,12 @@ def post_worker_init(worker: object) -> None:
     gc.freeze()
 
 
+def pre_fork(server: object, worker: object) -> None:
+    balance.claim(worker)
+
+
 def child_exit(server: object, worker: object) -> None:
+    balance.release(worker)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

@@ -7,7 +7,8 @@ between its greenlets, takes most of a burst while the other idles: 300 simultan
 that exits (a reload, a crash) takes the connections still queued on its socket with it: three reloads under load
 reset 45 connections, none with the shared socket. So own sockets only where Linux hands a closing listener's
 queue to a sibling instead (net.ipv4.tcp_migrate_req=1, Linux >= 5.14: no connection lost in the same test), and
-never for a single worker, which would leave no listener while it restarts.
+never for a single worker, which would leave no listener while it restarts. Elsewhere the workers share the one
+socket and spread a burst themselves (ops/balance.py).
 """
 
 from __future__ import annotations
