@@ -18,7 +18,7 @@ import pytest
 from gevent.pool import Pool
 
 from resolver.ops import balance
-from resolver.ops.balance import FREE, LEAVING, STEP_ASIDE_SECONDS, BalancedServer, Table
+from resolver.ops.balance import FREE, LEAVING, BalancedServer, Table
 from resolver.ops.listeners import per_worker
 from tests.support.env import start_gunicorn, stop_gunicorn
 
@@ -73,13 +73,15 @@ def accept_time(t: Table, slot: int = 0) -> float:
         server.stop()
 
 
-def test_an_idle_sibling_is_given_the_connection_and_a_stuck_one_delays_it_only_briefly():
+def test_an_idle_sibling_is_given_the_connection_and_a_stuck_one_delays_it_only_briefly(monkeypatch):
+    step = 0.3  # long enough that a loaded machine's scheduling cannot be mistaken for a step aside
+    monkeypatch.setattr(balance, "STEP_ASIDE_SECONDS", step)
     # The sibling (slot 1) holds nothing and never accepts (it is not there): the connection waits out one
     # step aside, then this worker takes it.
     waited = accept_time(table(5, 0))
-    assert STEP_ASIDE_SECONDS * 0.8 <= waited < 0.5
+    assert step * 0.8 <= waited < step * 3
     # Not busier than anyone: accepted at once.
-    assert accept_time(table(1, 0)) < STEP_ASIDE_SECONDS * 0.8
+    assert accept_time(table(1, 0)) < step / 2
 
 
 @pytest.mark.parametrize("workers", [1, 2])
