@@ -17,6 +17,7 @@ import gevent
 import pytest
 from gevent.pool import Pool
 
+from bench import procs
 from resolver.ops import balance
 from resolver.ops.balance import FREE, LEAVING, BalancedServer, Table
 from resolver.ops.listeners import per_worker
@@ -100,9 +101,8 @@ def connections_by_worker(master: int, port: int) -> dict[int, int]:
         fields = line.split()
         if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # local port, ESTABLISHED
             inodes.add(fields[9])
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     held = {}
-    for pid in map(int, children):
+    for pid in procs.children(master):
         links = [os.readlink(p) for p in Path(f"/proc/{pid}/fd").iterdir() if p.is_symlink()]
         held[pid] = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
     return held
@@ -126,15 +126,11 @@ async def keep_alive_load(port: int, n: int, requests: int) -> list[asyncio.Stre
     return await asyncio.gather(*(one() for _ in range(n)))
 
 
-def workers_of(master: int) -> set[int]:
-    return set(map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split()))
-
-
 def wait_for_workers(master: int, n: int, not_in: frozenset[int] | set[int] = frozenset()) -> set[int]:
     """Once `n` workers, none of them in `not_in`, run (and listen: gunicorn answered /healthz before)."""
     deadline = time.monotonic() + 30
     while True:
-        workers = workers_of(master)
+        workers = set(procs.children(master))
         if len(workers) == n and not workers & not_in:
             time.sleep(1.0)  # booted: listening
             return workers
