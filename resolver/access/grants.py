@@ -69,6 +69,7 @@ class Gate:
                  audit: AuditLog, clock: Callable[[], float] = time.time) -> None:
         self.settings, self.signer, self.store = settings, signer, store
         self.validator, self.audit, self.clock = validator, audit, clock
+        self.leases = limits.Leases()  # this process's reserved units of high limits (limits.py)
 
     def check_revocation(self, *, link_id: str, task: str, identity: str, issued_at: float,
                          realm: str = "") -> None:
@@ -86,7 +87,8 @@ class Gate:
         try:
             guard = partial(limits.iam_attempt, self.store, self.settings.resolve_limit, client)
             user = self.validator.validate(token, guard=guard)
-            limits.limit_identity(self.store, self.settings.resolve_limit, user.identity)  # every verified attempt
+            # every verified attempt counts, allowed or not
+            limits.limit_identity(self.store, self.settings.resolve_limit, user.identity, self.leases)
             self.validator.authorize(user)
             link = self.signer.load_link(link_token)
             source = self.settings.sources.get(link.source)
@@ -116,9 +118,9 @@ class Gate:
         try:
             grant = self.signer.load_grant(grant_token, now=self.clock())
         except BadGrant:
-            limits.limit_bad_grant(self.store, self.settings.media_limit, client)
+            limits.limit_bad_grant(self.store, self.settings.media_limit, client, self.leases)
             raise
-        limits.limit_media(self.store, self.settings.media_limit, client)
+        limits.limit_media(self.store, self.settings.media_limit, client, self.leases)
         source = self.settings.sources.get(grant.source)
         if source is None:
             raise NotFound()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resolver import config
 from resolver.access import limits
 from resolver.access.limits import Rate, client_key, hit
 from resolver.errors import ConfigError, RateLimited
+from resolver.store import SQLiteStore
 from tests.support.env import RECORDING_SID, WORKER, basic, issue_links, new_token
 
 HOUR = 3600
@@ -54,6 +59,80 @@ def test_hit_allows_the_count_then_429_until_the_window_ends(store):
     assert info.value.headers["Retry-After"] == "45"  # the window is 6000-6060
     hit(store, "t", "other@example.com", rate, now=now + 5)  # somebody else has their own budget
     hit(store, "t", "sup@example.com", rate, now=6060.0)  # the next window starts fresh
+
+
+def test_small_limits_are_never_leased(store):
+    """Below LEASE_SHARE every request is its own store increment, exactly as without leases."""
+    rate, now, leases = Rate(limits.LEASE_SHARE - 1, 60), 6010.0, limits.Leases()
+    for n in range(1, 4):
+        hit(store, "t", "sup@example.com", rate, now=now, leases=leases)
+        assert store.incr(limits._window("t", "sup@example.com", rate, now)[0], ttl=60, by=0) == n
+
+
+def test_a_lease_is_one_store_write_per_block(store):
+    rate, now, leases = Rate(100 * limits.LEASE_SHARE, 60), 6010.0, limits.Leases()
+    block = limits.lease_size(rate)
+    assert block == min(limits.LEASE_MAX, 100)
+    key = limits._window("t", "sup@example.com", rate, now)[0]
+    for _ in range(block + 1):
+        hit(store, "t", "sup@example.com", rate, now=now, leases=leases)
+    assert store.incr(key, ttl=60, by=0) == 2 * block  # two reservations for block + 1 requests
+    hit(store, "t", "sup@example.com", rate, now=6060.0, leases=leases)  # a new window: a new reservation
+    assert store.incr(limits._window("t", "sup@example.com", rate, 6060.0)[0], ttl=60, by=0) == block
+
+
+@settings(max_examples=60, deadline=None)
+@given(holders=st.integers(1, 4), order=st.lists(st.integers(0, 3), min_size=1, max_size=400))
+def test_leases_never_pass_more_than_the_limit_and_strand_at_most_a_block_each(holders, order):
+    """Several processes (one Leases each) on one store, taking turns in any order until every one is refused:
+    never more than the limit passes, and what is refused early is at most a block per process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(os.path.join(tmp, "store.db"))
+        try:
+            passed, block, rate = _take_turns(store, holders, order)
+        finally:
+            store.close()
+    assert block == 4
+    assert rate.count - holders * (block - 1) <= passed <= rate.count
+
+
+def _take_turns(store: SQLiteStore, holders: int, order: list[int]) -> tuple[int, int, Rate]:
+    rate, now = Rate(4 * limits.LEASE_SHARE + 3, 60), 6010.0
+    block = limits.lease_size(rate)
+    procs = [limits.Leases() for _ in range(holders)]
+    passed, refused = 0, set()
+    turns = iter(order + list(range(holders)) * (rate.count + holders))  # then round robin to the end
+    while len(refused) < holders:
+        who = next(turns) % holders
+        try:
+            hit(store, "t", "sup@example.com", rate, now=now, leases=procs[who])
+            passed += 1
+        except RateLimited:
+            refused.add(who)
+    return passed, block, rate
+
+
+def test_a_forked_child_spends_none_of_its_parents_lease():
+    leases = limits.Leases()
+    leases.keep("k", 5)
+    assert leases.spend("k")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it could spend, and leave without running the parent's cleanup
+        os.write(write, b"1" if leases.spend("k") else b"0")
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"0"
+    assert all(leases.spend("k") for _ in range(4)) and not leases.spend("k")  # the parent keeps its four
+
+
+def test_leases_past_the_bound_are_dropped_not_kept_forever():
+    leases = limits.Leases()
+    for i in range(limits.LEASES_HELD):
+        leases.keep(f"k{i}", 1)
+    leases.keep("one more", 1)
+    assert not leases.spend("k0") and leases.spend("one more")
 
 
 def test_iam_attempt_reserves_before_twilio_and_keeps_only_failures(store, frozen):

@@ -159,3 +159,27 @@ def test_sqlite_workers_share_limits_and_revocations_survive_a_restart(tmp_path:
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "revoked"
     finally:
         stop_gunicorn(again)
+
+
+def test_a_high_limit_is_leased_in_blocks_and_still_never_exceeded(tmp_path: Path, twilio, storage):
+    """Four workers on one SQLite store, a limit high enough to be leased (limits.LEASE_SHARE): each worker
+    reserves blocks ahead, yet across the four no more than the limit passes, and once the store refuses only
+    units a worker had already leased still pass."""
+    from resolver.access import limits
+    count = 4 * limits.LEASE_SHARE + 3  # the last block is cut to the 3 units left under the limit
+    block = limits.lease_size(limits.Rate(count, HOUR))
+    assert block == 4
+    env = {**base_env(tmp_path, twilio, storage), "WEB_CONCURRENCY": "4",
+           "RESOLVER_RESOLVE_LIMIT": f"{count}/hour"}
+    fresh_window(margin=60)
+    server = start_gunicorn(env, tmp_path, "leases")
+    try:
+        [entry] = links(server.url, [{"source": "transcripts", "key": "calls/2026/t1.json", "type": "Raw"}])
+        tok = new_token(twilio, worker_sid=WORKER, identity="scripted@example.com")
+        codes = [resolve(server, entry["url"], tok).status_code for _ in range(count + 4 * 4 * block)]
+    finally:
+        stop_gunicorn(server)
+    assert set(codes) == {200, 429}
+    assert count - 4 * (block - 1) <= codes.count(200) <= count
+    late = codes[codes.index(429):].count(200)  # once the store refuses, only units already leased pass
+    assert late <= 4 * (block - 1)
