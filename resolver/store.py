@@ -98,9 +98,9 @@ class Store(Protocol):
     def drop_slots(self, groups: list[str], member: str) -> None: ...
 
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
-        """Add `by` (one; -1 gives a reservation back) to a counter that expires `ttl` seconds after its first
-        increment; return the new value. Atomic across workers and instances: N concurrent increments always
-        end at N."""
+        """Add `by` (one; a block of a high limit, see limits.Reserved; -1 gives a reservation back) to a
+        counter that expires `ttl` seconds after its first increment; return the new value. Atomic across
+        workers and instances: N concurrent increments always end at N."""
         ...
 
     def revoke(self, kind: str, value: str, at: float) -> None:

@@ -69,7 +69,7 @@ class Gate:
                  audit: AuditLog, clock: Callable[[], float] = time.time) -> None:
         self.settings, self.signer, self.store = settings, signer, store
         self.validator, self.audit, self.clock = validator, audit, clock
-        self.leases = limits.Leases()  # this process's reserved units of high limits (limits.py)
+        self.reserved = limits.Reserved()  # this process's units of high limits, reserved ahead (limits.py)
 
     def check_revocation(self, *, link_id: str, task: str, identity: str, issued_at: float,
                          realm: str = "") -> None:
@@ -88,7 +88,7 @@ class Gate:
             guard = partial(limits.iam_attempt, self.store, self.settings.resolve_limit, client)
             user = self.validator.validate(token, guard=guard)
             # every verified attempt counts, allowed or not
-            limits.limit_identity(self.store, self.settings.resolve_limit, user.identity, self.leases)
+            limits.limit_identity(self.store, self.settings.resolve_limit, user.identity, self.reserved)
             self.validator.authorize(user)
             link = self.signer.load_link(link_token)
             source = self.settings.sources.get(link.source)
@@ -118,9 +118,9 @@ class Gate:
         try:
             grant = self.signer.load_grant(grant_token, now=self.clock())
         except BadGrant:
-            limits.limit_bad_grant(self.store, self.settings.media_limit, client, self.leases)
+            limits.limit_bad_grant(self.store, self.settings.media_limit, client, self.reserved)
             raise
-        limits.limit_media(self.store, self.settings.media_limit, client, self.leases)
+        limits.limit_media(self.store, self.settings.media_limit, client, self.reserved)
         source = self.settings.sources.get(grant.source)
         if source is None:
             raise NotFound()

@@ -5,13 +5,14 @@ are aligned to the clock, so Retry-After needs no extra round trip; the price is
 up to twice the limit into the two seconds around a window boundary. Store failures propagate as
 `StoreError` (503): limits fail closed like revocations.
 
-Leases. A process may reserve a block of a window's count in one store write and spend it locally
-(`Leases`), so a budget with a high limit costs one write per block rather than one per request. It stays
-strict: every unit is counted in the store before it is spent, so no more than the limit pass across all
-workers and instances. The price is the other way: units a process reserved but did not spend before the
-window ended were refused to the others. A block is at most 1/LEASE_SHARE of the count (so at most that
-share per process goes unspent), and 1 below LEASE_SHARE: the defaults (30/minute per identity) and every
-small limit are counted one by one, exactly as without leases.
+Blocks. With a high limit a process reserves a block of the window's count in one store increment and
+spends it locally (`Reserved`), so such a budget costs one write per block rather than one per request. It
+stays strict: every unit is counted in the store before it is spent, so no more than the limit passes across
+all workers and instances. The price runs the other way: units a process reserved and did not spend before
+the window ended were refused to the others. Per process and budget at most one block is being reserved at a
+time (a request arriving meanwhile counts its own unit alone) and one is held, so at most `block_size - 1`
+units are left unspent per process: under 1/BLOCK_SHARE of the count. Below 2 x BLOCK_SHARE per window (the
+30/minute identity default among them) every request is counted alone, exactly as without blocks.
 
 The budgets (policy in LIMITS below):
 * per Flex identity on resolve and /p, counted after Twilio validated the token;
@@ -43,9 +44,9 @@ from .signing import CLOCK_SKEW, Grant
 clock: Callable[[], float] = time.time  # tests freeze it inside one window
 PERIODS = {"second": 1, "minute": 60, "hour": 3600}
 IPV6_PREFIX = 64  # one IPv6 subscriber usually holds a whole /64: count it as one address
-LEASE_SHARE = 256  # a lease is at most this fraction of a window's count (limits below it are never leased)
-LEASE_MAX = 64  # and never more than this many units
-LEASES_HELD = 4096  # windows a process keeps leases for before it drops them all (unspent units are lost)
+BLOCK_SHARE = 256  # a block is at most 1/BLOCK_SHARE of a window's count (so below 2 x 256, one unit at a time)
+BLOCK_MAX = 64  # and never more than this many units
+RESERVED_KEYS = 4096  # budget windows a process holds blocks for at once; past it, requests count one by one
 
 
 @dataclass(frozen=True)
@@ -69,53 +70,91 @@ def _window(budget: str, who: str, rate: Rate, now: float) -> tuple[str, float]:
     return f"rl:{budget}:{digest}:{start}", start + rate.period - now
 
 
-class Leases:
-    """The units this process reserved in the store and has not spent yet, per window key.
+@dataclass
+class _Block:
+    units: int = 0  # reserved in the store, not yet spent by this process
+    ends: float = 0.0  # when the window (and so the block) ends
+    reserving: bool = False  # a reservation of this key is in flight
+
+
+class Reserved:
+    """The units this process reserved in the store and has not spent yet, per budget window (`hit`).
 
     A forked child starts with none (its parent's units are the parent's to spend); a lock keeps a unit from
-    being spent twice by two threads."""
+    being spent twice by two threads, and no yield happens inside it (gevent)."""
 
     def __init__(self) -> None:
-        self._left: dict[str, int] = {}
+        self._blocks: dict[str, _Block] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
+    def _mine(self) -> dict[str, _Block]:
+        if self._pid != os.getpid():
+            self._blocks, self._pid = {}, os.getpid()
+        return self._blocks
+
     def spend(self, key: str) -> bool:
+        """Spend one reserved unit of `key`, if this process holds one."""
         with self._lock:
-            if self._pid != os.getpid():
-                self._left, self._pid = {}, os.getpid()
-            left = self._left.get(key, 0)
-            if left <= 0:
+            block = self._mine().get(key)
+            if block is None or block.units <= 0:
                 return False
-            self._left[key] = left - 1
+            block.units -= 1
             return True
 
-    def keep(self, key: str, units: int) -> None:
+    def begin(self, key: str, now: float, ends: float) -> bool:
+        """Whether the caller may reserve a block of `key` now: not while another reservation of it is in flight,
+        nor while RESERVED_KEYS windows that have not ended are held (both then count one unit alone).
+        A True must be followed by `end`."""
         with self._lock:
-            if len(self._left) >= LEASES_HELD:
-                self._left.clear()
-            self._left[key] = self._left.get(key, 0) + units
+            blocks = self._mine()
+            block = blocks.get(key)
+            if block is None:
+                if len(blocks) >= RESERVED_KEYS:
+                    self._blocks = blocks = {k: b for k, b in blocks.items() if b.ends > now or b.reserving}
+                    if len(blocks) >= RESERVED_KEYS:
+                        return False
+                block = blocks[key] = _Block(ends=ends)
+            if block.reserving:
+                return False
+            block.reserving = True
+            return True
+
+    def end(self, key: str, units: int) -> None:
+        """The reservation `begin` allowed is over: keep the `units` it got beyond the one its caller spends."""
+        with self._lock:
+            block = self._mine().get(key)
+            if block is not None:  # None only in a child forked while the reservation was in flight
+                block.units += units
+                block.reserving = False
 
 
-def lease_size(rate: Rate) -> int:
-    return max(1, min(LEASE_MAX, rate.count // LEASE_SHARE))
+def block_size(rate: Rate) -> int:
+    """How many units one store increment reserves for a budget of `rate` (1: no reservation ahead)."""
+    return max(1, min(BLOCK_MAX, rate.count // BLOCK_SHARE))
 
 
-def hit(store: Store, budget: str, who: str, rate: Rate, *, now: float, leases: Leases | None = None) -> None:
+def hit(store: Store, budget: str, who: str, rate: Rate, *, now: float, reserved: Reserved | None = None) -> None:
     """Count one request; raise RateLimited (429) once the window holds more than `rate.count`.
 
-    With `leases`, a unit this process reserved earlier in the window is spent without asking the store;
-    otherwise a block is reserved (`lease_size`), of which only the units still under the limit count."""
+    With `reserved`, a unit this process reserved earlier in the window is spent without asking the store;
+    otherwise a block is reserved (`block_size`), of which only the units still under the limit count."""
     key, left = _window(budget, who, rate, now)
-    if leases is not None and leases.spend(key):
-        return
-    block = lease_size(rate) if leases is not None else 1
-    granted = min(block, rate.count - (store.incr(key, ttl=left + 1, by=block) - block))
+    block = 1
+    if reserved is not None:
+        if reserved.spend(key):
+            return
+        block = block_size(rate)
+        if block > 1 and not reserved.begin(key, now, now + left):
+            block = 1
+    granted = 0
+    try:
+        granted = min(block, rate.count - (store.incr(key, ttl=left + 1, by=block) - block))
+    finally:
+        if block > 1 and reserved is not None:
+            reserved.end(key, max(0, granted - 1))
     if granted <= 0:
         raise RateLimited(math.ceil(left))
-    if granted > 1:
-        assert leases is not None  # noqa: S101 - a block above 1 is only reserved for leases
-        leases.keep(key, granted - 1)
 
 
 def client_key(addr: str | None) -> str:
@@ -134,20 +173,20 @@ def client_key(addr: str | None) -> str:
 
 # ---- the policy: each budget, with the store and the client address handed in ---------------------------
 
-def limit_identity(store: Store, rate: str, identity: str, leases: Leases | None = None) -> None:
+def limit_identity(store: Store, rate: str, identity: str, reserved: Reserved | None = None) -> None:
     """RESOLVER_RESOLVE_LIMIT per Flex identity, one budget for resolve and /p together."""
-    hit(store, "identity", identity, Rate.parse(rate), now=clock(), leases=leases)
+    hit(store, "identity", identity, Rate.parse(rate), now=clock(), reserved=reserved)
 
 
-def limit_media(store: Store, rate: str, client: str | None, leases: Leases | None = None) -> None:
+def limit_media(store: Store, rate: str, client: str | None, reserved: Reserved | None = None) -> None:
     """RESOLVER_MEDIA_LIMIT per client address on /m, for grants whose signature holds."""
-    hit(store, "media", client_key(client), Rate.parse(rate), now=clock(), leases=leases)
+    hit(store, "media", client_key(client), Rate.parse(rate), now=clock(), reserved=reserved)
 
 
-def limit_bad_grant(store: Store, rate: str, client: str | None, leases: Leases | None = None) -> None:
+def limit_bad_grant(store: Store, rate: str, client: str | None, reserved: Reserved | None = None) -> None:
     """Junk grants (bad signature, expired, malformed) have a budget of their own, the same size as /m's, so a
     flood of them from one address cannot lock a valid grant out of streaming from that address."""
-    hit(store, "badgrant", client_key(client), Rate.parse(rate), now=clock(), leases=leases)
+    hit(store, "badgrant", client_key(client), Rate.parse(rate), now=clock(), reserved=reserved)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 import time
 
 import pytest
@@ -61,78 +62,114 @@ def test_hit_allows_the_count_then_429_until_the_window_ends(store):
     hit(store, "t", "sup@example.com", rate, now=6060.0)  # the next window starts fresh
 
 
-def test_small_limits_are_never_leased(store):
-    """Below LEASE_SHARE every request is its own store increment, exactly as without leases."""
-    rate, now, leases = Rate(limits.LEASE_SHARE - 1, 60), 6010.0, limits.Leases()
+def _count(store, budget: str, who: str, rate: Rate, now: float) -> int:
+    """The store's counter of that window, unchanged (an increment by 0)."""
+    return store.incr(limits._window(budget, who, rate, now)[0], ttl=60, by=0)
+
+
+def test_limits_under_two_blocks_share_are_counted_one_by_one(store):
+    """Below 2 x BLOCK_SHARE per window every request is its own store increment, exactly as without blocks."""
+    rate, now, reserved = Rate(2 * limits.BLOCK_SHARE - 1, 60), 6010.0, limits.Reserved()
+    assert limits.block_size(rate) == 1
     for n in range(1, 4):
-        hit(store, "t", "sup@example.com", rate, now=now, leases=leases)
-        assert store.incr(limits._window("t", "sup@example.com", rate, now)[0], ttl=60, by=0) == n
+        hit(store, "t", "sup@example.com", rate, now=now, reserved=reserved)
+        assert _count(store, "t", "sup@example.com", rate, now) == n
 
 
-def test_a_lease_is_one_store_write_per_block(store):
-    rate, now, leases = Rate(100 * limits.LEASE_SHARE, 60), 6010.0, limits.Leases()
-    block = limits.lease_size(rate)
-    assert block == min(limits.LEASE_MAX, 100)
-    key = limits._window("t", "sup@example.com", rate, now)[0]
+def test_a_high_limit_costs_one_store_write_per_block(store):
+    rate, now, reserved = Rate(100 * limits.BLOCK_SHARE, 60), 6010.0, limits.Reserved()
+    block = limits.block_size(rate)
+    assert block == min(limits.BLOCK_MAX, 100)
     for _ in range(block + 1):
-        hit(store, "t", "sup@example.com", rate, now=now, leases=leases)
-    assert store.incr(key, ttl=60, by=0) == 2 * block  # two reservations for block + 1 requests
-    hit(store, "t", "sup@example.com", rate, now=6060.0, leases=leases)  # a new window: a new reservation
-    assert store.incr(limits._window("t", "sup@example.com", rate, 6060.0)[0], ttl=60, by=0) == block
+        hit(store, "t", "sup@example.com", rate, now=now, reserved=reserved)
+    assert _count(store, "t", "sup@example.com", rate, now) == 2 * block  # two reservations, block + 1 requests
+    hit(store, "t", "sup@example.com", rate, now=6060.0, reserved=reserved)  # a new window: a new reservation
+    assert _count(store, "t", "sup@example.com", rate, 6060.0) == block
 
 
 @settings(max_examples=60, deadline=None)
-@given(holders=st.integers(1, 4), order=st.lists(st.integers(0, 3), min_size=1, max_size=400))
-def test_leases_never_pass_more_than_the_limit_and_strand_at_most_a_block_each(holders, order):
-    """Several processes (one Leases each) on one store, taking turns in any order until every one is refused:
-    never more than the limit passes, and what is refused early is at most a block per process."""
+@given(holders=st.integers(1, 4), order=st.lists(st.integers(0, 3), max_size=400))
+def test_blocks_never_pass_more_than_the_limit_and_leave_at_most_a_block_unspent(holders, order):
+    """Processes (one Reserved each) on one store take turns in any order and stop at any point; then the first
+    goes on alone until refused. Never more than the limit passes, and what the others still hold (and so is
+    refused to the first) is at most a block less one each."""
     with tempfile.TemporaryDirectory() as tmp:
         store = SQLiteStore(os.path.join(tmp, "store.db"))
         try:
-            passed, block, rate = _take_turns(store, holders, order)
+            rate, now = Rate(4 * limits.BLOCK_SHARE + 3, 60), 6010.0  # the last block is cut to 3 units
+            block = limits.block_size(rate)
+            procs = [limits.Reserved() for _ in range(holders)]
+
+            def turn(who: int) -> bool:
+                try:
+                    hit(store, "t", "sup@example.com", rate, now=now, reserved=procs[who])
+                    return True
+                except RateLimited:
+                    return False
+
+            passed = sum(turn(w % holders) for w in order)
+            while turn(0):
+                passed += 1
         finally:
             store.close()
     assert block == 4
-    assert rate.count - holders * (block - 1) <= passed <= rate.count
+    assert rate.count - (holders - 1) * (block - 1) <= passed <= rate.count
 
 
-def _take_turns(store: SQLiteStore, holders: int, order: list[int]) -> tuple[int, int, Rate]:
-    rate, now = Rate(4 * limits.LEASE_SHARE + 3, 60), 6010.0
-    block = limits.lease_size(rate)
-    procs = [limits.Leases() for _ in range(holders)]
-    passed, refused = 0, set()
-    turns = iter(order + list(range(holders)) * (rate.count + holders))  # then round robin to the end
-    while len(refused) < holders:
-        who = next(turns) % holders
-        try:
-            hit(store, "t", "sup@example.com", rate, now=now, leases=procs[who])
-            passed += 1
-        except RateLimited:
-            refused.add(who)
-    return passed, block, rate
+class SlowStore(SQLiteStore):
+    """A real store whose increments take 50 ms, so concurrent requests overlap a reservation in flight."""
+
+    def incr(self, key: str, ttl: float, by: int = 1) -> int:
+        time.sleep(0.05)
+        return super().incr(key, ttl, by)
 
 
-def test_a_forked_child_spends_none_of_its_parents_lease():
-    leases = limits.Leases()
-    leases.keep("k", 5)
-    assert leases.spend("k")
+def test_one_block_in_flight_per_budget_others_count_alone(tmp_path):
+    """Requests arriving while this process reserves a block count one unit each, so a burst cannot leave a
+    block per request unspent in one process."""
+    store = SlowStore(str(tmp_path / "store.db"))
+    rate, now, reserved = Rate(100 * limits.BLOCK_SHARE, 60), 6010.0, limits.Reserved()
+    block = limits.block_size(rate)
+    threads = [threading.Thread(target=hit, args=(store, "t", "sup@example.com", rate),
+                                kwargs={"now": now, "reserved": reserved}) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _count(store, "t", "sup@example.com", rate, now) == block + 19  # one block, 19 single units
+    held = sum(reserved.spend(limits._window("t", "sup@example.com", rate, now)[0]) for _ in range(2 * block))
+    assert held == block - 1
+    store.close()
+
+
+def test_a_forked_child_spends_none_of_its_parents_units():
+    reserved = limits.Reserved()
+    assert reserved.begin("k", 0.0, 60.0)
+    reserved.end("k", 5)
+    assert reserved.spend("k")
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report what it could spend, and leave without running the parent's cleanup
-        os.write(write, b"1" if leases.spend("k") else b"0")
+        os.write(write, b"1" if reserved.spend("k") else b"0")
         os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"0"
-    assert all(leases.spend("k") for _ in range(4)) and not leases.spend("k")  # the parent keeps its four
+    assert all(reserved.spend("k") for _ in range(4)) and not reserved.spend("k")  # the parent keeps its four
 
 
-def test_leases_past_the_bound_are_dropped_not_kept_forever():
-    leases = limits.Leases()
-    for i in range(limits.LEASES_HELD):
-        leases.keep(f"k{i}", 1)
-    leases.keep("one more", 1)
-    assert not leases.spend("k0") and leases.spend("one more")
+def test_past_the_bound_ended_windows_go_first_and_live_ones_are_never_dropped():
+    """A flood of budgets (say, many addresses' junk grants) cannot make a process drop units it holds: past
+    RESERVED_KEYS live windows a new budget just counts one by one."""
+    reserved = limits.Reserved()
+    for i in range(limits.RESERVED_KEYS):
+        assert reserved.begin(f"k{i}", 0.0, 60.0)
+        reserved.end(f"k{i}", 1)
+    assert not reserved.begin("one more", 30.0, 90.0)  # all live: no room, nothing dropped
+    assert reserved.spend("k0")
+    assert reserved.begin("one more", 60.0, 120.0)  # the others' windows ended at 60: dropped to make room
+    reserved.end("one more", 1)
+    assert reserved.spend("one more") and not reserved.spend("k1")
 
 
 def test_iam_attempt_reserves_before_twilio_and_keeps_only_failures(store, frozen):

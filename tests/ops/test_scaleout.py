@@ -161,25 +161,35 @@ def test_sqlite_workers_share_limits_and_revocations_survive_a_restart(tmp_path:
         stop_gunicorn(again)
 
 
-def test_a_high_limit_is_leased_in_blocks_and_still_never_exceeded(tmp_path: Path, twilio, storage):
-    """Four workers on one SQLite store, a limit high enough to be leased (limits.LEASE_SHARE): each worker
-    reserves blocks ahead, yet across the four no more than the limit passes, and once the store refuses only
-    units a worker had already leased still pass."""
+def test_a_high_limit_is_reserved_in_blocks_and_still_never_exceeded(tmp_path: Path, twilio, storage):
+    """Four workers on one SQLite store, a limit high enough for blocks (limits.BLOCK_SHARE): the store's count
+    runs ahead of what passed (workers reserve blocks), yet across the four no more than the limit passes, and
+    once the store refuses only units a worker had already reserved still pass."""
     from resolver.access import limits
-    count = 4 * limits.LEASE_SHARE + 3  # the last block is cut to the 3 units left under the limit
-    block = limits.lease_size(limits.Rate(count, HOUR))
+    from resolver.demo.fake_twilio import escaped_identity
+    from resolver.store import open_store
+    count = 4 * limits.BLOCK_SHARE + 3  # the last block is cut to the 3 units left under the limit
+    rate = limits.Rate(count, HOUR)
+    block = limits.block_size(rate)
     assert block == 4
     env = {**base_env(tmp_path, twilio, storage), "WEB_CONCURRENCY": "4",
            "RESOLVER_RESOLVE_LIMIT": f"{count}/hour"}
     fresh_window(margin=60)
-    server = start_gunicorn(env, tmp_path, "leases")
+    server = start_gunicorn(env, tmp_path, "blocks")
+    identity = "scripted@example.com"
     try:
         [entry] = links(server.url, [{"source": "transcripts", "key": "calls/2026/t1.json", "type": "Raw"}])
-        tok = new_token(twilio, worker_sid=WORKER, identity="scripted@example.com")
-        codes = [resolve(server, entry["url"], tok).status_code for _ in range(count + 4 * 4 * block)]
+        tok = new_token(twilio, worker_sid=WORKER, identity=identity)
+        first = [resolve(server, entry["url"], tok).status_code for _ in range(10)]
+        store = open_store(env["RESOLVER_STORE"])
+        key = limits._window("identity", escaped_identity(identity), rate, time.time())[0]  # IAM's identity
+        counted = store.incr(key, ttl=HOUR, by=0)
+        store.close()
+        codes = first + [resolve(server, entry["url"], tok).status_code for _ in range(count + 4 * 4 * block)]
     finally:
         stop_gunicorn(server)
+    assert first == [200] * 10 and 10 < counted <= 10 + 4 * (block - 1)  # reserved ahead, in blocks
     assert set(codes) == {200, 429}
     assert count - 4 * (block - 1) <= codes.count(200) <= count
-    late = codes[codes.index(429):].count(200)  # once the store refuses, only units already leased pass
+    late = codes[codes.index(429):].count(200)  # once the store refuses, only units already reserved pass
     assert late <= 4 * (block - 1)
