@@ -140,18 +140,17 @@ def hit(store: Store, budget: str, who: str, rate: Rate, *, now: float, reserved
     With `reserved`, a unit this process reserved earlier in the window is spent without asking the store;
     otherwise a block is reserved (`block_size`), of which only the units still under the limit count."""
     key, left = _window(budget, who, rate, now)
-    block = 1
-    if reserved is not None:
+    block = block_size(rate) if reserved is not None else 1
+    if reserved is not None and block > 1:
         if reserved.spend(key):
             return
-        block = block_size(rate)
-        if block > 1 and not reserved.begin(key, now, now + left):
+        if not reserved.begin(key, now, now + left):
             block = 1
     granted = 0
     try:
         granted = min(block, rate.count - (store.incr(key, ttl=left + 1, by=block) - block))
     finally:
-        if block > 1 and reserved is not None:
+        if reserved is not None and block > 1:
             reserved.end(key, max(0, granted - 1))
     if granted <= 0:
         raise RateLimited(math.ceil(left))
