@@ -85,12 +85,13 @@ class Reserved:
 
     def __init__(self) -> None:
         self._blocks: dict[str, _Block] = {}
+        self._first_end = math.inf  # the earliest `ends` held: no window can be dropped before it
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
     def _mine(self) -> dict[str, _Block]:
         if self._pid != os.getpid():
-            self._blocks, self._pid = {}, os.getpid()
+            self._blocks, self._first_end, self._pid = {}, math.inf, os.getpid()
         return self._blocks
 
     def spend(self, key: str) -> bool:
@@ -103,19 +104,24 @@ class Reserved:
             return True
 
     def begin(self, key: str, now: float, ends: float) -> bool:
-        """Whether the caller may reserve a block of `key` now: not while another reservation of it is in flight,
-        nor while RESERVED_KEYS windows that have not ended are held (both then count one unit alone).
+        """Whether the caller may reserve a block of `key` now: not while another reservation of it is in flight
+        or units of it are held (a thread's reservation may land between another's `spend` and `begin`), nor
+        while RESERVED_KEYS windows that have not ended are held; the caller then counts one unit alone.
         A True must be followed by `end`."""
         with self._lock:
             blocks = self._mine()
             block = blocks.get(key)
             if block is None:
                 if len(blocks) >= RESERVED_KEYS:
+                    if now < self._first_end:  # nothing has ended yet: no scan (a flood of budgets lands here)
+                        return False
                     self._blocks = blocks = {k: b for k, b in blocks.items() if b.ends > now or b.reserving}
+                    self._first_end = min((b.ends for b in blocks.values()), default=math.inf)
                     if len(blocks) >= RESERVED_KEYS:
                         return False
                 block = blocks[key] = _Block(ends=ends)
-            if block.reserving:
+                self._first_end = min(self._first_end, ends)
+            if block.reserving or block.units > 0:
                 return False
             block.reserving = True
             return True

@@ -17,7 +17,7 @@ from resolver import config
 from resolver.access import limits
 from resolver.access.limits import Rate, client_key, hit
 from resolver.errors import ConfigError, RateLimited
-from resolver.store import SQLiteStore
+from resolver.store import SQLiteStore, StoreError
 from tests.support.env import RECORDING_SID, WORKER, basic, issue_links, new_token
 
 HOUR = 3600
@@ -116,18 +116,31 @@ def test_blocks_never_pass_more_than_the_limit_and_leave_at_most_a_block_unspent
     assert rate.count - (holders - 1) * (block - 1) <= passed <= rate.count
 
 
-class SlowStore(SQLiteStore):
-    """A real store whose increments take 50 ms, so concurrent requests overlap a reservation in flight."""
+class GatedStore(SQLiteStore):
+    """A real store whose block reservation waits until `singles` single-unit increments have landed, so the
+    other requests surely arrive while it is in flight (no timing involved)."""
+
+    def __init__(self, path: str, singles: int) -> None:
+        super().__init__(path)
+        self.singles, self.seen, self.counted = singles, 0, threading.Lock()
+        self.all_in = threading.Event()
 
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
-        time.sleep(0.05)
-        return super().incr(key, ttl, by)
+        if by > 1:
+            self.all_in.wait(10)
+        value = super().incr(key, ttl, by)
+        if by == 1:
+            with self.counted:
+                self.seen += 1
+                if self.seen == self.singles:
+                    self.all_in.set()
+        return value
 
 
 def test_one_block_in_flight_per_budget_others_count_alone(tmp_path):
     """Requests arriving while this process reserves a block count one unit each, so a burst cannot leave a
     block per request unspent in one process."""
-    store = SlowStore(str(tmp_path / "store.db"))
+    store = GatedStore(str(tmp_path / "store.db"), singles=19)
     rate, now, reserved = Rate(100 * limits.BLOCK_SHARE, 60), 6010.0, limits.Reserved()
     block = limits.block_size(rate)
     threads = [threading.Thread(target=hit, args=(store, "t", "sup@example.com", rate),
@@ -142,6 +155,42 @@ def test_one_block_in_flight_per_budget_others_count_alone(tmp_path):
     store.close()
 
 
+def test_no_second_block_while_units_are_held():
+    """A thread whose `spend` found nothing may reach `begin` after another's reservation landed: it then counts
+    its unit alone rather than reserving a second block."""
+    reserved = limits.Reserved()
+    assert reserved.begin("k", 0.0, 60.0)
+    assert not reserved.begin("k", 0.0, 60.0)  # in flight
+    reserved.end("k", 3)
+    assert not reserved.begin("k", 0.0, 60.0)  # three held
+    assert all(reserved.spend("k") for _ in range(3))
+    assert reserved.begin("k", 0.0, 60.0)  # spent: the next block may be reserved
+
+
+class FailingOnceStore(SQLiteStore):
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.failed = False
+
+    def incr(self, key: str, ttl: float, by: int = 1) -> int:
+        if not self.failed:
+            self.failed = True
+            raise StoreError("sqlite store failed")
+        return super().incr(key, ttl, by)
+
+
+def test_a_store_failure_during_a_reservation_leaves_blocks_working(tmp_path):
+    """The failed request is refused (503, fail closed) and the next one reserves a block again: a failure never
+    leaves the budget stuck counting one by one."""
+    store = FailingOnceStore(str(tmp_path / "store.db"))
+    rate, now, reserved = Rate(100 * limits.BLOCK_SHARE, 60), 6010.0, limits.Reserved()
+    with pytest.raises(StoreError):
+        hit(store, "t", "sup@example.com", rate, now=now, reserved=reserved)
+    hit(store, "t", "sup@example.com", rate, now=now, reserved=reserved)
+    assert _count(store, "t", "sup@example.com", rate, now) == limits.block_size(rate)
+    store.close()
+
+
 def test_a_forked_child_spends_none_of_its_parents_units():
     reserved = limits.Reserved()
     assert reserved.begin("k", 0.0, 60.0)
@@ -150,8 +199,10 @@ def test_a_forked_child_spends_none_of_its_parents_units():
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report what it could spend, and leave without running the parent's cleanup
-        os.write(write, b"1" if reserved.spend("k") else b"0")
-        os._exit(0)
+        try:
+            os.write(write, b"1" if reserved.spend("k") else b"0")
+        finally:
+            os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"0"
@@ -159,17 +210,20 @@ def test_a_forked_child_spends_none_of_its_parents_units():
 
 
 def test_past_the_bound_ended_windows_go_first_and_live_ones_are_never_dropped():
-    """A flood of budgets (say, many addresses' junk grants) cannot make a process drop units it holds: past
-    RESERVED_KEYS live windows a new budget just counts one by one."""
+    """A flood of budgets (say, many addresses' junk grants) cannot make a process drop units it holds, or a
+    reservation in flight: past RESERVED_KEYS live windows a new budget just counts one by one."""
     reserved = limits.Reserved()
-    for i in range(limits.RESERVED_KEYS):
+    assert reserved.begin("in flight", 0.0, 30.0)  # its window ends first, but its reservation has not landed
+    for i in range(limits.RESERVED_KEYS - 1):
         assert reserved.begin(f"k{i}", 0.0, 60.0)
         reserved.end(f"k{i}", 1)
-    assert not reserved.begin("one more", 30.0, 90.0)  # all live: no room, nothing dropped
+    assert not reserved.begin("one more", 20.0, 90.0)  # all live: no room, nothing dropped
     assert reserved.spend("k0")
     assert reserved.begin("one more", 60.0, 120.0)  # the others' windows ended at 60: dropped to make room
     reserved.end("one more", 1)
+    reserved.end("in flight", 2)  # kept through the drop
     assert reserved.spend("one more") and not reserved.spend("k1")
+    assert reserved.spend("in flight") and reserved.spend("in flight")
 
 
 def test_iam_attempt_reserves_before_twilio_and_keeps_only_failures(store, frozen):
