@@ -241,7 +241,9 @@ class SQLiteStore:
         return full
 
     def drop_slots(self, groups: list[str], member: str) -> None:
-        self._guard(lambda db: db.executemany("DELETE FROM kv WHERE k = ?", [(f"{g}/{member}",) for g in groups]))
+        # One statement, so one commit (executemany in autocommit mode commits once per row).
+        keys = tuple(f"{g}/{member}" for g in groups)
+        self._run(f"DELETE FROM kv WHERE k IN ({', '.join('?' * len(keys))})", keys)  # noqa: S608 - placeholders only
 
     def incr(self, key: str, ttl: float, by: int = 1) -> int:
         now = time.time()

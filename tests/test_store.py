@@ -220,6 +220,19 @@ def test_take_slot_holds_at_most_the_bound_and_renews_when_full(store):
     assert take_one(store, "g", "m3", 60, 3) and not take_one(store, "g", "m4", 60, 3)
 
 
+def test_dropping_a_streams_slots_is_one_write_on_sqlite(tmp_path):
+    """Every stream end drops two slots (grant and identity): one statement, so one commit and one WAL write,
+    not one per group."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    assert store.take_slots([("grant", 5), ("identity", 5)], "m", 60) is None
+    statements: list[str] = []
+    store._db().set_trace_callback(statements.append)
+    store.drop_slots(["grant", "identity"], "m")
+    store._db().set_trace_callback(None)
+    assert len(statements) == 1 and statements[0].startswith("DELETE")
+    assert take_one(store, "grant", "x", 60, 1) and take_one(store, "identity", "y", 60, 1)  # both freed
+
+
 def test_take_slots_is_all_or_nothing_and_names_the_full_group(store):
     assert store.take_slots([("small", 1), ("big", 10)], "a", 60) is None
     assert store.take_slots([("big", 10), ("small", 1)], "b", 60) == "small"
