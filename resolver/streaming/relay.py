@@ -53,10 +53,11 @@ BUF = 4 << 20
 TLS_BUF = 1 << 20
 START_BUF = 64 << 10
 # A spliced stream's pipe: what the kernel holds between the upstream and the client (pages, never in the
-# worker's memory). 1 MiB is Linux's default most for an unprivileged pipe (fs.pipe-max-size); an unprivileged
-# user's pipes may hold 64 MiB in all (fs.pipe-user-pages-soft), so past about 64 fast streams at once the next
-# ones take the buffer loop. In seven A/B pairs against nginx's sendfile (bench measure 1n.), resolver CPU went
-# from a median 0.52 to 0.30 s/GiB and its time over the bare relay from 1.12x to 1.01x (README, The body path).
+# worker's memory). 1 MiB is the most a pipe gets without CAP_SYS_RESOURCE (fs.pipe-max-size; a sandbox's root
+# may lack it too, and then 4 MiB is EPERM); a user's pipes may hold 64 MiB in all (fs.pipe-user-pages-soft),
+# so past about 64 fast streams at once the next ones take the buffer loop. In seven A/B pairs against nginx's
+# sendfile (bench measure 1n.), resolver CPU went from a median 0.52 to 0.30 s/GiB and its time over the bare
+# relay from 1.12x to 1.01x (README, The body path).
 SPLICE_PIPE = 1 << 20
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
