@@ -8,8 +8,8 @@
 - nginx `proxy_pass` to every upstream (the peer, `bench.nginx`), unless nginx is not installed,
 - the fake Twilio IAM (`bench.fake_iam`, a child process),
 - the resolver under gunicorn, started from the Procfile's `web:` command line (same config module, same
-  worker class and count) with only HOST/PORT and the settings below in its environment. Its config module is
-  `bench.gunicorn_trust`: the Procfile's own config plus trust in the bench CA for the HTTPS upstream.
+  worker class and count, config module) with only HOST/PORT and the settings below in its environment; the
+  bench CA for the HTTPS upstreams is named in REQUESTS_CA_BUNDLE, as an operator names a private store's CA.
 """
 
 from __future__ import annotations
@@ -178,10 +178,10 @@ class Stack:
             "RESOLVER_AUDIT_LOG": str(self.tmp / "audit.log"),
             **recording_env,
             **s3_env,
-            "RESOLVER_BENCH_UPSTREAM_CA": self.ca,
+            # The HTTPS upstreams' CA, named as an operator names a private store's (README, "Outbound TLS").
+            "REQUESTS_CA_BUNDLE": self.ca,
         })
-        self.command = [a.replace("python:resolver.ops.gunicorn_config", "python:bench.gunicorn_trust")
-                        for a in procfile_command()]
+        self.command = procfile_command()
         self.gunicorn = subprocess.Popen(self.command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                          stdout=open(self.tmp / "gunicorn.log", "wb"),  # noqa: SIM115
                                          stderr=subprocess.STDOUT, start_new_session=True)

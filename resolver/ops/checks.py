@@ -21,6 +21,7 @@ from ..config import Settings
 from ..sources import REGION, Source
 from ..store import StoreError, open_store
 from ..streaming import s3
+from ..streaming.upstream import new_session  # the app's own: no proxy or .netrc, the environment's CAs
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 DUMMY_TOKEN = "resolver-check-not-a-token"  # noqa: S105  # nosec B105 - a deliberately invalid token
@@ -32,12 +33,6 @@ class Result:
     name: str
     detail: str
     fix: str = ""
-
-
-def new_session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxies or .netrc from the environment: check what the app will do
-    return session
 
 
 def _where(url: str) -> str:

@@ -4,16 +4,32 @@ urllib3 reuses a pooled connection unless polling its socket finds bytes waiting
 cannot see bytes OpenSSL has already decrypted: when a body's last record also carries bytes past its length (an
 upstream answering more than it promised, or forging a second response), they wait in OpenSSL and would be read
 as the next response. The HTTPS connection here counts them as unread, so the pool closes that connection instead.
+
+Which CAs outbound TLS trusts (Twilio, upstreams, redirect hops) is the environment's, read as Python's HTTP stack
+reads it: `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE` (requests' own names), `SSL_CERT_FILE` and `SSL_CERT_DIR`
+(OpenSSL's). With none set it is requests' bundle (certifi). With any set it is every CA they name, and only
+those: a host's certificate must chain to one of them (several variables often name different bundles at
+once, one the system's, one a private store's CA). A name that cannot be read is skipped with a warning.
+Nothing here can turn verification off, and the sessions still take no proxy or .netrc from the environment.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import ssl
+from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connection import HTTPSConnection as _HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.ssl_ import create_urllib3_context
+
+log = logging.getLogger("resolver.upstream")
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 class HTTPSConnection(_HTTPSConnection):
@@ -25,11 +41,12 @@ class HTTPSConnection(_HTTPSConnection):
 
 class PoolAdapter(HTTPAdapter):
     """A requests adapter whose pools make connections of the given classes (HTTPS: never reused with bytes
-    OpenSSL holds)."""
+    OpenSSL holds) and verify with the environment's CAs (`env_trust`)."""
 
     def __init__(self, http_cls: type[HTTPConnection] = HTTPConnection,
                  https_cls: type[HTTPSConnection] = HTTPSConnection, **kw: Any) -> None:
         self._classes = http_cls, https_cls
+        self._trust = env_trust()
         super().__init__(**kw)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
@@ -39,3 +56,39 @@ class PoolAdapter(HTTPAdapter):
             "http": type("HTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_cls}),
             "https": type("HTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_cls}),
         }
+
+    def build_connection_pool_key_attributes(self, request: Any, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if verify is True and self._trust is not None:  # a path given for one session (tests) is its own
+            pool_kwargs["ssl_context"] = self._trust
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)
+        if verify is True and self._trust is not None and url.lower().startswith("https"):
+            conn.ca_certs = conn.ca_cert_dir = None  # not certifi's bundle loaded into the shared context
+
+
+def env_trust(env: Mapping[str, str] = os.environ) -> ssl.SSLContext | None:
+    """The context every outbound TLS connection verifies with, or None for requests' own bundle when the
+    environment names no CA (see the module's docstring)."""
+    return _trust(tuple((name, env.get(name, "").strip()) for name in CA_VARIABLES))
+
+
+@lru_cache(maxsize=8)
+def _trust(named: tuple[tuple[str, str], ...]) -> ssl.SSLContext | None:
+    """One context per distinct set of names in a process (loading a bundle takes milliseconds)."""
+    paths = {path: name for name, path in reversed(named) if path}
+    if not paths:
+        return None
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)  # urllib3's own settings, TLS 1.2 at least
+    for path, name in paths.items():
+        try:
+            if os.path.isdir(path):
+                context.load_verify_locations(capath=path)
+            else:
+                context.load_verify_locations(cafile=path)
+        except (OSError, ssl.SSLError) as e:
+            log.warning("%s names no readable CA bundle (%s): skipped", name, type(e).__name__)
+    return context

@@ -1,7 +1,7 @@
 """The socket-to-socket body path (resolver/streaming/relay.py): every property of the WSGI stream kept.
 
-Under gunicorn from the Procfile (plain upstream) and under the same config plus one trusted CA (an HTTPS
-upstream with a certificate made here): exact bytes, Range, the access log's byte count, a short upstream
+Under gunicorn from the Procfile, with a plain upstream and with an HTTPS one whose CA (made here) the
+environment names in REQUESTS_CA_BUNDLE: exact bytes, Range, the access log's byte count, a short upstream
 cutting the connection, a client leaving mid-stream, a chunked upstream taking the WSGI loop, keep-alive after
 a relayed body. In-process, with gunicorn's own Response object on a real socket: only the first chunk goes
 through the WSGI loop, and over TLS the writes are larger than one TLS record.
@@ -53,9 +53,9 @@ def tls(tmp_path_factory):
     server.close()
 
 
-def _start(tmp, twilio, storage, upstream_url: str, config_module: str = "", **extra: str):
+def _start(tmp, twilio, storage, upstream_url: str, **extra: str):
     env = {**stream_env(tmp, base_env(tmp, twilio, storage), upstream_url), "WEB_CONCURRENCY": "1", **extra}
-    srv = start_gunicorn(env, tmp, name="relay", config_module=config_module)
+    srv = start_gunicorn(env, tmp, name="relay")
     srv.audit_path = Path(env["RESOLVER_AUDIT_LOG"])  # type: ignore[attr-defined]
     return srv
 
@@ -65,10 +65,9 @@ def server(request, tmp_path_factory, twilio, storage, hostile, tls):
     tmp = tmp_path_factory.mktemp(f"relay-{request.param}")
     if request.param == "http":
         srv = _start(tmp, twilio, storage, hostile.url)
-    else:  # the Procfile's config plus the test CA (bench/gunicorn_trust.py)
+    else:  # the Procfile as it is, trusting the test CA as an operator would (README, "Outbound TLS")
         ca, upstream = tls
-        srv = _start(tmp, twilio, storage, upstream.url, config_module="bench.gunicorn_trust",
-                     RESOLVER_BENCH_UPSTREAM_CA=ca)
+        srv = _start(tmp, twilio, storage, upstream.url, REQUESTS_CA_BUNDLE=ca)
     yield srv
     stop_gunicorn(srv)
 

@@ -158,7 +158,7 @@ def process_env(**extra: str) -> dict[str, str]:
 
 def start_gunicorn(env: dict[str, str], tmp_path: Path, name: str = "gunicorn", config_module: str = "") -> Gunicorn:
     """Start the service exactly as the Procfile does, on a free loopback port (`config_module`: another
-    gunicorn config in place of the Procfile's, e.g. bench.gunicorn_trust)."""
+    gunicorn config in place of the Procfile's, e.g. tests.support.gunicorn_policy)."""
     port = free_port()
     procfile = (ROOT / "Procfile").read_text().split(":", 1)[1].strip()
     if config_module:
