@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+import ssl
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from ..config import Settings
 from ..sources import REGION, Source
 from ..store import StoreError, open_store
-from ..streaming import s3
+from ..streaming import pooling, s3
 from ..streaming.upstream import new_session  # the app's own: no proxy or .netrc, the environment's CAs
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -44,7 +45,8 @@ def _network_problem(name: str, url: str, err: requests.RequestException, fix: s
     host = _where(url)
     if isinstance(err, requests.exceptions.SSLError):
         return Result(FAIL, name, f"TLS: the certificate of {host} is not valid for it or not trusted",
-                      "use a certificate from a public CA that names this host (or fix the clock)")
+                      "use a certificate that names this host from a CA this resolver trusts (a public one, or "
+                      "name yours in REQUESTS_CA_BUNDLE: README, Outbound TLS), or fix the clock")
     if isinstance(err, requests.Timeout):
         return Result(FAIL, name, f"{host} did not answer in time", fix)
     return Result(FAIL, name, f"cannot connect to {host}", fix)
@@ -81,6 +83,23 @@ def check_audit_log(settings: Settings) -> Result:
         return Result(FAIL, "audit log", f"cannot append to {target}",
                       "make RESOLVER_AUDIT_LOG a writable file path (the directory must exist), or '-'")
     return Result(OK, "audit log", f"audit records go to {target}")
+
+
+def check_trust(env: Mapping[str, str] = os.environ) -> Result:
+    """Which CAs outbound TLS verifies with (pooling.env_trust), and any variable naming nothing readable."""
+    named = pooling.named_cas(env)
+    if not named:
+        return Result(OK, "outbound tls", "certificates are verified against requests' CA bundle (certifi)")
+    unread = [name for name, path in named if not pooling.load_cas(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), path)]
+    read = [name for name, _ in named if name not in unread]
+    fix = "point each at a readable PEM bundle (SSL_CERT_DIR: a directory of hashed links), or unset it"
+    if not read:
+        return Result(FAIL, "outbound tls", f"no CA is trusted: {', '.join(unread)} name nothing readable, so "
+                      "every HTTPS call fails", fix)
+    detail = "certificates are verified against the CAs named by " + ", ".join(read)
+    if unread:
+        return Result(WARN, "outbound tls", f"{detail}; {', '.join(unread)} name nothing readable (skipped)", fix)
+    return Result(OK, "outbound tls", detail)
 
 
 def check_iam(settings: Settings, http: requests.Session, timeout: float) -> Result:
@@ -247,6 +266,7 @@ def run_checks(settings: Settings, *, timeout: float = 5.0,
     steps: list[Callable[[], Result]] = [
         lambda: check_store(settings),
         lambda: check_audit_log(settings),
+        check_trust,
         lambda: check_iam(settings, http, timeout),
     ]
     steps += [lambda s=s: check_source(s, settings, http, timeout) for s in settings.sources.values()]

@@ -73,22 +73,36 @@ class PoolAdapter(HTTPAdapter):
 def env_trust(env: Mapping[str, str] = os.environ) -> ssl.SSLContext | None:
     """The context every outbound TLS connection verifies with, or None for requests' own bundle when the
     environment names no CA (see the module's docstring)."""
-    return _trust(tuple((name, env.get(name, "").strip()) for name in CA_VARIABLES))
+    return _trust(named_cas(env))
+
+
+def named_cas(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """(variable, path) of each CA variable set, in CA_VARIABLES' order; a path named twice once, by its first."""
+    paths: dict[str, str] = {}
+    for name in CA_VARIABLES:
+        paths.setdefault(env.get(name, "").strip(), name)
+    return tuple((name, path) for path, name in paths.items() if path)
+
+
+def load_cas(context: ssl.SSLContext, path: str) -> bool:
+    """Add the CAs of a PEM file, or of a directory of hashed links, to `context`; False if it cannot be read."""
+    try:
+        if os.path.isdir(path):
+            context.load_verify_locations(capath=path)
+        else:
+            context.load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError):
+        return False
+    return True
 
 
 @lru_cache(maxsize=8)
 def _trust(named: tuple[tuple[str, str], ...]) -> ssl.SSLContext | None:
     """One context per distinct set of names in a process (loading a bundle takes milliseconds)."""
-    paths = {path: name for name, path in reversed(named) if path}
-    if not paths:
+    if not named:
         return None
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)  # urllib3's own settings, TLS 1.2 at least
-    for path, name in paths.items():
-        try:
-            if os.path.isdir(path):
-                context.load_verify_locations(capath=path)
-            else:
-                context.load_verify_locations(cafile=path)
-        except (OSError, ssl.SSLError) as e:
-            log.warning("%s names no readable CA bundle (%s): skipped", name, type(e).__name__)
+    for name, path in named:
+        if not load_cas(context, path):
+            log.warning("%s names no readable CA bundle: skipped", name)
     return context

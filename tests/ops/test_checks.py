@@ -155,3 +155,19 @@ def test_unwritable_audit_log_fails(tmp_path, check_twilio, store_url):
     settings = config.from_env(environment(tmp_path, url, GOOD_SOURCES.format(store=store_url),
                                            RESOLVER_AUDIT_LOG=str(tmp_path / "missing-dir" / "audit.log")))
     assert checks.check_audit_log(settings).level == checks.FAIL
+
+
+def test_the_cas_outbound_tls_trusts_are_named_and_an_unreadable_name_is_flagged(tmp_path):
+    import certifi
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    assert checks.check_trust({}).level == checks.OK
+    assert "certifi" in checks.check_trust({}).detail
+    both = checks.check_trust({"REQUESTS_CA_BUNDLE": certifi.where(), "SSL_CERT_DIR": str(tmp_path)})
+    assert both.level == checks.OK and both.detail.endswith("named by REQUESTS_CA_BUNDLE, SSL_CERT_DIR")
+    one_bad = checks.check_trust({"SSL_CERT_FILE": certifi.where(), "REQUESTS_CA_BUNDLE": str(junk)})
+    assert one_bad.level == checks.WARN and "REQUESTS_CA_BUNDLE name nothing readable" in one_bad.detail
+    assert "named by SSL_CERT_FILE" in one_bad.detail
+    none = checks.check_trust({"CURL_CA_BUNDLE": str(tmp_path / "missing.pem")})
+    assert none.level == checks.FAIL and "every HTTPS call fails" in none.detail and "CURL_CA_BUNDLE" in none.detail
