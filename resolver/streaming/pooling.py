@@ -38,6 +38,16 @@ class HTTPSConnection(_HTTPSConnection):
         pending = getattr(self.sock, "pending", None)  # ssl.SSLSocket's: decrypted bytes not yet read
         return not (pending is not None and pending()) and super().is_connected
 
+    def connect(self) -> None:
+        # urllib3 loads a connection's CA files, client certificate and hostname overrides into the context it
+        # is given: into the environment's shared one (every pool of the process) they would widen what every
+        # later connection trusts or sends. PoolAdapter never sets them beside it; this refuses if anything does.
+        if self.ssl_context is not None and (self.ca_certs or self.ca_cert_dir or self.ca_cert_data
+                                             or self.cert_file or self.assert_fingerprint
+                                             or self.assert_hostname is not None):
+            raise ssl.SSLError("per-connection trust settings beside the shared CA context: refused")
+        super().connect()
+
 
 class PoolAdapter(HTTPAdapter):
     """A requests adapter whose pools make connections of the given classes (HTTPS: never reused with bytes
@@ -65,9 +75,15 @@ class PoolAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        super().cert_verify(conn, url, verify, cert)
-        if verify is True and self._trust is not None and url.lower().startswith("https"):
-            conn.ca_certs = conn.ca_cert_dir = None  # not certifi's bundle loaded into the shared context
+        if not (verify is True and self._trust is not None and url.lower().startswith("https")):
+            super().cert_verify(conn, url, verify, cert)
+            return
+        # The shared context carries the trust: the pool gets no CA file (requests' would set certifi's, which
+        # a connection opened meanwhile by another thread would load into it) and no client certificate.
+        if cert is not None:
+            raise ValueError("client certificates are not used with the environment's CAs")
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = conn.ca_cert_dir = None
 
 
 def env_trust(env: Mapping[str, str] = os.environ) -> ssl.SSLContext | None:
@@ -77,10 +93,13 @@ def env_trust(env: Mapping[str, str] = os.environ) -> ssl.SSLContext | None:
 
 
 def named_cas(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """(variable, path) of each CA variable set, in CA_VARIABLES' order; a path named twice once, by its first."""
+    """(variable, path) of each CA variable set, in CA_VARIABLES' order; a path named twice once, by its first.
+    SSL_CERT_DIR may list several directories, as OpenSSL reads it (separated by os.pathsep)."""
     paths: dict[str, str] = {}
     for name in CA_VARIABLES:
-        paths.setdefault(env.get(name, "").strip(), name)
+        value = env.get(name, "").strip()
+        for path in value.split(os.pathsep) if name == "SSL_CERT_DIR" else [value]:
+            paths.setdefault(path.strip(), name)
     return tuple((name, path) for path, name in paths.items() if path)
 
 

@@ -145,3 +145,58 @@ def test_a_session_given_its_own_ca_file_uses_that_and_leaves_the_shared_context
     assert shared.cert_store_stats()["x509_ca"] == before
     with pytest.raises(requests.exceptions.SSLError):
         fetch(upstream.url)
+
+
+def test_the_shared_context_is_urllib3s_own_hardening(signed, env):
+    env(REQUESTS_CA_BUNDLE=signed[0])
+    context = pooling.env_trust()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert not context.hostname_checks_common_name
+
+
+def test_ssl_cert_dir_may_list_several_directories_as_openssl_reads_it(signed, env, tmp_path):
+    _, hashed, upstream, _ = signed
+    env(SSL_CERT_DIR=f"{tmp_path}:{hashed}")
+    assert fetch(upstream.url) == 200
+
+
+class Recorder:
+    """A connection stand-in that records every value given to its trust attributes."""
+
+    def __init__(self) -> None:
+        self.__dict__["given"] = []
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self.given.append((name, value))
+        self.__dict__[name] = value
+
+
+def test_a_pool_is_never_given_requests_bundle_not_even_for_a_moment(signed, env):
+    """Another thread opening a connection on the pool in that moment would load certifi's bundle into the
+    context every session shares (found by review: requests' cert_verify sets it first)."""
+    env(REQUESTS_CA_BUNDLE=signed[0])
+    with new_session() as session:
+        adapter, conn = session.get_adapter("https://x"), Recorder()
+        adapter.cert_verify(conn, "https://x/y", True, None)
+        assert ("cert_reqs", "CERT_REQUIRED") in conn.given
+        assert all(value is None for name, value in conn.given if name in ("ca_certs", "ca_cert_dir"))
+        with pytest.raises(ValueError, match="client certificates"):
+            adapter.cert_verify(Recorder(), "https://x/y", True, ("c.pem", "k.pem"))
+
+
+def test_a_connection_given_its_own_ca_file_beside_the_shared_context_is_refused(signed, env):
+    """The backstop: whatever sets a CA file or a client certificate on a connection that uses the shared context
+    gets a TLS error before urllib3 would load it into that context, which stays as it was."""
+    ca, _, upstream, _ = signed
+    env(REQUESTS_CA_BUNDLE=ca)
+    shared = pooling.env_trust()
+    for extra in ({"ca_certs": certifi.where()}, {"cert_file": ca}, {"assert_hostname": "elsewhere"}):
+        conn = pooling.HTTPSConnection("127.0.0.1", upstream.port, ssl_context=shared, **extra)
+        with pytest.raises(ssl.SSLError, match="refused"):
+            conn.connect()
+        conn.close()
+    assert shared.cert_store_stats()["x509_ca"] == 1
+    conn = pooling.HTTPSConnection("127.0.0.1", upstream.port, ssl_context=shared)
+    conn.connect()  # the shared context alone verifies it
+    conn.close()
