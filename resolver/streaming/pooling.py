@@ -1,4 +1,5 @@
-"""Upstream connection pools: a kept-alive connection is reused only when nothing unread is left on it.
+"""Outbound connection pools: a kept-alive connection is reused only when nothing unread is left on it, and
+its TLS verifies with the CAs the environment names.
 
 urllib3 reuses a pooled connection unless polling its socket finds bytes waiting (or the close). Over TLS that poll
 cannot see bytes OpenSSL has already decrypted: when a body's last record also carries bytes past its length (an
