@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -90,7 +89,7 @@ def check_trust(env: Mapping[str, str] = os.environ) -> Result:
     named = pooling.named_cas(env)
     if not named:
         return Result(OK, "outbound tls", "certificates are verified against requests' CA bundle (certifi)")
-    unread = [name for name, path in named if not pooling.load_cas(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), path)]
+    _, unread = pooling.load_named(named)
     read = [name for name, _ in named if name not in unread]
     fix = "point each at a readable PEM bundle (SSL_CERT_DIR: a directory of hashed links), or unset it"
     if not read:

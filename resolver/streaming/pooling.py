@@ -104,7 +104,14 @@ def named_cas(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((name, path) for path, name in paths.items() if path)
 
 
-def load_cas(context: ssl.SSLContext, path: str) -> bool:
+def load_named(named: tuple[tuple[str, str], ...]) -> tuple[ssl.SSLContext, list[str]]:
+    """A context trusting the CAs of every (variable, path) in `named` that can be read (urllib3's own
+    settings, TLS 1.2 at least), and the variables whose path cannot be (`resolver check` reports them too)."""
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    return context, [name for name, path in named if not _load_cas(context, path)]
+
+
+def _load_cas(context: ssl.SSLContext, path: str) -> bool:
     """Add the CAs of a PEM file, or of a directory of hashed links, to `context`; False if it cannot be read."""
     try:
         if os.path.isdir(path):
@@ -121,8 +128,7 @@ def _trust(named: tuple[tuple[str, str], ...]) -> ssl.SSLContext | None:
     """One context per distinct set of names in a process (loading a bundle takes milliseconds)."""
     if not named:
         return None
-    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)  # urllib3's own settings, TLS 1.2 at least
-    for name, path in named:
-        if not load_cas(context, path):
-            log.warning("%s names no readable CA bundle: skipped", name)
+    context, unread = load_named(named)
+    for name in unread:
+        log.warning("%s names no readable CA bundle: skipped", name)
     return context
