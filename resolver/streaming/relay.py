@@ -12,11 +12,11 @@ size, so the buffer is filled record by record from what has arrived before it i
 wrapped socket first; one the kernel cannot take now goes through gevent's `send`, which waits at most the client
 socket's timeout (the send idle timeout) for the client to take any.
 
-A plain upstream feeding a plain client faster than the start buffer (see START_BUF) is spliced instead: the
-kernel moves the pages from the upstream socket through a pipe to the client socket, so neither copy into
-Python's buffer nor out of it is made (about 40% less CPU against nginx's sendfile; see SPLICE_PIPE). Where
-the kernel refuses the pipe (no `os.splice`, or the user's pipe budget spent by other streams) the buffer grows
-instead. Counting, the exact stop, the timeouts and the errors are the same in both loops.
+Nothing is spliced (`os.splice` through a pipe, the pages never copied into the worker): it saves CPU against a
+sendfile upstream (0.34 against 0.43 s/GiB), but the client then copies pages no cache has seen, and in
+interleaved A/B runs it was the slower path on the wall clock: 1.02x-1.14x nginx `proxy_pass` against
+0.92x-1.05x for this loop from nginx's sendfile, 1.41x against 0.97x from a sender that copies (README, The body
+path). The buffer loop needs no pipe, so no per-user pipe budget caps how many streams are fast.
 
 What stays the caller's: the header phase, the first chunk (read before answering, so a stall or a break is still a
 504/502), the size limit, the audit record. Anything the fast path cannot vouch for (a chunked or close-delimited
@@ -25,10 +25,7 @@ upstream, a server other than gunicorn, a client the server frames itself) takes
 
 from __future__ import annotations
 
-import fcntl
 import io
-import os
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +37,7 @@ except ImportError:  # not under gunicorn: the WSGI loop only
     GunicornResponse = None
 try:
     from gevent.socket import socket as GeventSocket
-    from gevent.socket import wait_read, wait_write
-except ImportError:  # no gevent: every socket is used through its own methods, and nothing is spliced
+except ImportError:  # no gevent: every socket is used through its own methods
     GeventSocket = None
 
 # The most one stream's buffer grows to: 4 MiB from a plain upstream (fewer, larger writes wake the client and
@@ -52,15 +48,6 @@ except ImportError:  # no gevent: every socket is used through its own methods, 
 BUF = 4 << 20
 TLS_BUF = 1 << 20
 START_BUF = 64 << 10
-# A spliced stream's pipe: what the kernel holds between the upstream and the client (pages, never in the
-# worker's memory). 1 MiB is the most a pipe gets without CAP_SYS_RESOURCE (fs.pipe-max-size; a sandbox's root
-# may lack it too, and then 4 MiB is EPERM); a user's pipes may hold 64 MiB in all (fs.pipe-user-pages-soft),
-# so past about 64 fast streams at once the next ones take the buffer loop. In seven A/B pairs against nginx's
-# sendfile (bench measure 1n.), resolver CPU went from a median 0.52 to 0.30 s/GiB and its time over the bare
-# relay from 1.12x to 1.01x (README, The body path).
-SPLICE_PIPE = 1 << 20
-_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 ENVIRON_KEY = "resolver.server_response"
 # readinto1 leaves http.client's read buffer empty only when asked for more than twice its size: only then
 # may the body be read from the socket directly without skipping bytes that buffer holds.
@@ -165,11 +152,7 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
             progress(n)
             if remaining == 0:
                 return
-            if n == len(buf) < most and not waited:  # a fast stream: splice it, else grow the buffer
-                if direct and _plain(up_sock) and (pipe := _splice_pipe(client.sock)) is not None:
-                    remaining = _splice(pipe, up_sock.fileno(), client, remaining, progress, idle)
-                    if remaining == 0:
-                        return
+            if n == len(buf) < most and not waited:  # a fast stream: grow the buffer, once
                 buf = bytearray(min(most, remaining))
                 view = memoryview(buf)
             want = min(len(buf), remaining)
@@ -184,82 +167,6 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
     finally:
         if direct:
             up_sock.settimeout(idle)
-
-
-def _splice_pipe(client_sock: Any) -> tuple[int, int] | None:
-    """A non-blocking pipe of SPLICE_PIPE bytes for a plain gevent client socket, or None where there is none
-    to splice into: any other client, no `os.splice`, or a pipe the kernel will not make that large."""
-    if _gevent_inner(client_sock) is None or not hasattr(os, "splice"):
-        return None
-    try:
-        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:  # out of descriptors: the buffer loop needs none
-        return None
-    try:
-        fcntl.fcntl(w, _F_SETPIPE_SZ, SPLICE_PIPE)
-    except OSError:  # past fs.pipe-max-size or the user's pipe budget
-        os.close(r)
-        os.close(w)
-        return None
-    return r, w
-
-
-def _splice(pipe: tuple[int, int], up_fd: int, client: Client, remaining: int,
-            progress: Callable[[int], None], idle: float | None) -> int:
-    """send_rest's loop, the pages moved by the kernel: upstream socket into the pipe (what has arrived, at most
-    what is still promised; when nothing has and the pipe is empty, a wait of at most `idle`), pipe into the
-    client socket (what it takes now; when it takes nothing, a wait of at most its timeout). Raises and counts
-    as send_rest does (an upstream that closed early is ShortBody once what it sent is out), and closes the pipe.
-
-    Returns the bytes still to send: 0, or, with the pipe empty, all that remain when the socket is readable yet
-    nothing can be spliced from it (TCP urgent data stops a splice at its mark and poll still says readable):
-    the buffer loop then reads past it, where splicing again would spin."""
-    r, w = pipe
-    held, ended, waited = 0, False, False  # bytes in the pipe; the upstream closed; a wait said readable
-    try:
-        out_fd, counted, stall = client.sock.fileno(), client.server_response, client.sock.gettimeout()
-        while remaining:
-            room = min(SPLICE_PIPE, remaining) - held
-            if room and not ended:
-                try:
-                    n = os.splice(up_fd, w, room, flags=_SPLICE_FLAGS)
-                except BlockingIOError:
-                    n = -1
-                if n > 0:
-                    held, waited = held + n, False
-                elif n == 0:
-                    ended = True
-                elif not held:
-                    if waited:
-                        return remaining
-                    wait_read(up_fd, timeout=idle)  # socket.timeout (a TimeoutError) after `idle` of silence
-                    waited = True
-                    continue
-            if not held:  # the upstream closed, and all it sent is out
-                raise ShortBody(f"{remaining} promised bytes never came")
-            try:
-                m = os.splice(r, out_fd, held, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                try:
-                    wait_write(out_fd, timeout=stall)
-                except TimeoutError:
-                    raise ClientStalled() from None
-                continue
-            except OSError as e:
-                raise ClientGone(e) from None
-            held -= m
-            remaining -= m
-            counted.sent += m
-            progress(m)
-        return 0
-    finally:
-        os.close(r)
-        os.close(w)
-
-
-def _plain(sock: Any) -> bool:
-    """A plain TCP socket (stdlib's or gevent's), whose bytes may be spliced: never a TLS one, of any kind."""
-    return type(sock) is socket.socket or _gevent_inner(sock) is not None
 
 
 def _arrived_reader(sock: Any) -> Callable[[int, memoryview], int]:

@@ -10,10 +10,8 @@ through the WSGI loop, and over TLS the writes are larger than one TLS record.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import re
 import socket
 import ssl
@@ -36,7 +34,7 @@ from resolver.streaming import relay
 from resolver.streaming.upstream import StreamAborted, Transfer, new_session
 from resolver.streaming.upstream import Upstream as Streamer
 from tests.support.env import KEYS, base_env, start_gunicorn, stop_gunicorn
-from tests.support.hostile import BLOB, BLOB_SHA, Upstream, make_tls, mint, raw_get, stream_env
+from tests.support.hostile import BLOB, BLOB_SHA, URGENT_BODY, Upstream, make_tls, mint, raw_get, stream_env
 
 SIZE = len(BLOB)
 TLS_RECORD = 16 * 1024
@@ -404,236 +402,42 @@ def test_writes_to_a_tls_client_go_through_openssl(tmp_path):
     assert bytes(received) == payload
 
 
-def test_a_fast_plain_stream_is_spliced_and_a_tls_one_never(env, hostile, tls, monkeypatch):
-    """Under gevent, a plain upstream feeding a plain client faster than the start buffer is spliced (the kernel
-    moves the pages); the bytes, the count for the access log and the transfer's record are the same. A TLS
-    upstream's bytes must go through OpenSSL, so it never is."""
-    spliced: list[int] = []
-    real = relay._splice
-    monkeypatch.setattr(relay, "_splice", lambda pipe, fd, client, remaining, *a: (
-        spliced.append(remaining), real(pipe, fd, client, remaining, *a))[1])
-    for scheme in ("http", "https"):
-        spliced.clear()
+def test_a_fast_stream_grows_its_buffer_once_and_relays_exactly(env, hostile, tls, monkeypatch):
+    """Under gevent (the client socket gunicorn's worker hands the app), a stream whose upstream fills the start
+    buffer and whose client takes it without waiting grows the buffer: later writes are larger than START_BUF,
+    none larger than BUF (TLS_BUF over TLS). The bytes, the access log's count and the transfer are exact."""
+    writes: list[int] = []
+    real_sender = relay._sender
+
+    def recording_sender(sock):
+        send = real_sender(sock)
+        return lambda view: (writes.append(len(view)), send(view))[1]
+
+    monkeypatch.setattr(relay, "_sender", recording_sender)
+    for scheme, most in (("http", relay.BUF), ("https", relay.TLS_BUF)):
+        writes.clear()
         transfer = Transfer()
         with in_process_streamer(scheme, env, hostile, tls) as (streamer, source, base):
-            body, _, server_resp = stream_to_socketpair(streamer, source, f"{base}/ok/spliced.mp3", transfer,
+            body, _, server_resp = stream_to_socketpair(streamer, source, f"{base}/ok/grow.mp3", transfer,
                                                         gevent_client=True)
         assert body == BLOB, scheme
         assert server_resp.sent == SIZE and transfer.complete and transfer.bytes == SIZE, scheme
-        if scheme == "http":
-            assert len(spliced) == 1 and 0 < spliced[0] < SIZE  # the rest after the start buffer's fill
-        else:
-            assert spliced == []
+        assert writes and writes[0] <= relay.START_BUF and max(writes) <= most, scheme
+        assert max(writes) > relay.START_BUF, f"{scheme}: the buffer never grew past the start buffer"
 
 
-@contextlib.contextmanager
-def splice_rig(client_timeout: float = 5.0, tcp: bool = False):
-    """(upstream's far end, our upstream end, our client end, client's far end, a pipe): our ends non-blocking
-    with the timeouts gevent's sockets carry (a socket with a timeout has a non-blocking descriptor). The pairs
-    are socketpairs, or with `tcp` loopback TCP connections, which buffer as the real ones do (a socketpair takes
-    a whole spliced megabyte at once, however slowly its far end reads)."""
-    up_far, up_ours = tcp_pair() if tcp else socket.socketpair()
-    client_ours, client_far = tcp_pair()[::-1] if tcp else socket.socketpair()
-    up_ours.settimeout(0.0)
-    client_ours.settimeout(client_timeout)
-    pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    socks = (up_far, up_ours, client_ours, client_far)
-    try:
-        yield (*socks, pipe)
-    finally:
-        for s in socks:
-            s.close()
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        far = socket.create_connection(listener.getsockname())
-        ours, _ = listener.accept()
-    return far, ours
-
-
-def run_splice(pipe, up_ours, client_ours, remaining: int, idle: float = 5.0, left: list[int] | None = None):
-    """(what _splice raised, the count for the access log, the sum of progress); `left` gets what it returned."""
-    counted = SimpleNamespace(sent=0)
-    progress: list[int] = []
-    error = None
-    try:
-        returned = relay._splice(pipe, up_ours.fileno(), relay.Client(client_ours, counted), remaining,
-                                 progress.append, idle)
-        if left is not None:
-            left.append(returned)
-    except Exception as e:  # noqa: BLE001 - the test looks at which
-        error = e
-    return error, counted.sent, sum(progress)
-
-
-def _closed(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return True
-    return False
-
-
-def test_splice_stops_exactly_at_the_promised_length_and_counts_every_byte():
-    with splice_rig() as (up_far, up_ours, client_ours, client_far, pipe):
-        feeder = threading.Thread(target=up_far.sendall, args=(BLOB + b"NEXT RESPONSE",))
-        got: list[bytes] = []
-        reader = threading.Thread(target=lambda: got.append(_read_n(client_far, SIZE)))
-        feeder.start()
-        reader.start()
-        left: list[int] = []
-        error, sent, progressed = run_splice(pipe, up_ours, client_ours, SIZE, left=left)
-        feeder.join(10)
-        reader.join(10)
-        assert error is None and left == [0] and sent == progressed == SIZE and got[0] == BLOB
-        assert up_ours.recv(100) == b"NEXT RESPONSE"  # left for the pool's unread-bytes check
-        assert _closed(pipe[0]) and _closed(pipe[1])
-
-
-def test_splice_raises_short_body_when_the_upstream_closes_early():
-    with splice_rig() as (up_far, up_ours, client_ours, client_far, pipe):
-        up_far.sendall(BLOB[:100_000])
-        up_far.close()
-        error, sent, progressed = run_splice(pipe, up_ours, client_ours, SIZE)
-        assert isinstance(error, relay.ShortBody) and sent == progressed == 100_000
-        assert _read_n(client_far, 100_000) == BLOB[:100_000]
-
-
-def test_splice_passes_on_what_came_before_an_early_close_then_raises_short_body():
-    """The upstream sends 3 MiB and closes while the pipe still holds bytes the client has not taken: those are
-    sent first, then ShortBody (the buffer loop too writes what it read before it finds the close)."""
-    body = BLOB[: 3 << 20]
-    with splice_rig(tcp=True) as (up_far, up_ours, client_ours, client_far, pipe):
-        client_ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)  # no autotuning: the client's
-        client_far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)  # side holds little, the pipe more
-        feeder = threading.Thread(target=lambda: (up_far.sendall(body), up_far.shutdown(socket.SHUT_WR)))
-        feeder.start()
-        got: list[bytes] = []
-        reader = threading.Thread(target=lambda: got.append(_read_slowly(client_far)))
-        reader.start()
-        error, sent, progressed = run_splice(pipe, up_ours, client_ours, SIZE)
-        client_ours.shutdown(socket.SHUT_WR)
-        feeder.join(10)
-        reader.join(10)
-        assert isinstance(error, relay.ShortBody) and sent == progressed == len(body) and got[0] == body
-
-
-def test_splice_hands_over_to_the_buffer_loop_at_urgent_data_instead_of_spinning():
-    """TCP urgent data stops a splice at its mark while poll still says readable: splicing again would spin
-    (CPU for ever, no idle timeout). With the pipe empty, _splice returns what remains for the buffer loop."""
+def test_urgent_data_in_a_plain_body_is_read_past_without_spinning(env, hostile, tls):
+    """A TCP urgent byte (out of band: never part of the body) stops a read at its mark while poll says readable.
+    The buffer loop's next read passes the mark, so the stream ends by its byte count, with no core spinning
+    on a socket that is readable with nothing to read."""
     import gevent
 
-    client_ours, client_far = socket.socketpair()
-    up_far, up_ours = tcp_pair()
-    with up_far, up_ours, client_ours, client_far:
-        up_ours.settimeout(0.0)
-        client_ours.settimeout(5)
-        up_far.sendall(b"a" * 1000)
-        up_far.send(b"!", socket.MSG_OOB)
-        up_far.sendall(b"b" * 1000)
-        time.sleep(0.1)
-        pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        left: list[int] = []
-        cpu, started = time.process_time(), time.monotonic()
-        with gevent.Timeout(5):  # a spinning loop still waits in gevent's hub, so this ends it (and fails)
-            error, sent, _ = run_splice(pipe, up_ours, client_ours, 2001, idle=3.0, left=left)
-        assert error is None and left == [2001 - sent] and sent == 1000
-        assert time.monotonic() - started < 2 and time.process_time() - cpu < 1
-        assert _closed(pipe[0]) and _closed(pipe[1])
-
-
-def test_splice_gives_up_on_a_silent_upstream_after_the_idle_timeout():
-    with splice_rig() as (up_far, up_ours, client_ours, client_far, pipe):
-        up_far.sendall(b"x" * 1000)
-        started = time.monotonic()
-        error, sent, _ = run_splice(pipe, up_ours, client_ours, SIZE, idle=0.3)
-        assert isinstance(error, TimeoutError) and sent == 1000 and 0.25 < time.monotonic() - started < 5
-
-
-def test_splice_raises_client_stalled_when_the_client_takes_nothing():
-    """After the client socket's timeout (0.3 s here), not the upstream's idle timeout (5 s)."""
-    with splice_rig(client_timeout=0.3) as (up_far, up_ours, client_ours, client_far, pipe):
-        feeder = threading.Thread(target=_send_quietly, args=(up_far, bytes(32 << 20)), daemon=True)
-        feeder.start()
-        started = time.monotonic()
-        error, sent, _ = run_splice(pipe, up_ours, client_ours, 32 << 20, idle=5.0)
-        assert isinstance(error, relay.ClientStalled) and 0 < sent < 32 << 20
-        assert 0.25 < time.monotonic() - started < 3
-
-
-def test_splice_raises_client_gone_when_the_client_left():
-    with splice_rig() as (up_far, up_ours, client_ours, client_far, pipe):
-        client_far.close()
-        up_far.sendall(b"x" * 1000)
-        error, sent, _ = run_splice(pipe, up_ours, client_ours, SIZE)
-        assert isinstance(error, relay.ClientGone) and isinstance(error.error, OSError) and sent == 0
-
-
-def test_a_splice_pipe_only_for_a_plain_gevent_client_the_kernel_makes_one_for(monkeypatch):
-    import gevent.socket
-
-    a, b = gevent.socket.socketpair()
-    try:
-        pipe = relay._splice_pipe(a)
-        assert pipe is not None
-        assert fcntl.fcntl(pipe[1], 1032) >= relay.SPLICE_PIPE  # F_GETPIPE_SZ
-        os.close(pipe[0])
-        os.close(pipe[1])
-        with socket.socket() as plain:
-            assert relay._splice_pipe(plain) is None  # not gevent's: the buffer loop
-        with monkeypatch.context() as m:
-            m.setattr(os, "pipe2", lambda flags: (_ for _ in ()).throw(OSError(24, "Too many open files")))
-            assert relay._splice_pipe(a) is None  # out of descriptors: the buffer loop needs none
-        monkeypatch.setattr(relay, "SPLICE_PIPE", 1 << 31)  # more than the kernel grants: the buffer loop
-        assert relay._splice_pipe(a) is None
-    finally:
-        a.close()
-        b.close()
-
-
-def test_only_plain_sockets_are_spliced_never_tls_ones(tmp_path):
-    """Splicing moves bytes as they are: a TLS socket on either side (stdlib's or gevent's) must never be
-    spliced, whatever its type's ancestry."""
-    import gevent.socket
-    import gevent.ssl
-
-    ca, cert, key = make_tls(str(tmp_path), names=("127.0.0.1",))
-    server_ctx = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    a, b = gevent.socket.socketpair()
-    tls_a = server_ctx.wrap_socket(a, server_side=True, do_handshake_on_connect=False)
-    stdlib_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    stdlib_ctx.load_cert_chain(cert, key)
-    c, d = socket.socketpair()
-    tls_c = stdlib_ctx.wrap_socket(c, server_side=True, do_handshake_on_connect=False)
-    try:
-        assert relay._splice_pipe(tls_a) is None and not relay._plain(tls_a) and not relay._plain(tls_c)
-        assert relay._plain(b) and relay._plain(d)
-    finally:
-        for s in (tls_a, b, tls_c, d):
-            s.close()
-
-
-def _read_slowly(sock: socket.socket) -> bytes:
-    """Until the end, 8 KiB every millisecond: a client far slower than the upstream, so the pipe stays full."""
-    data = bytearray()
-    while got := sock.recv(8 << 10):
-        data += got
-        time.sleep(0.001)
-    return bytes(data)
-
-
-def _read_n(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n and (got := sock.recv(1 << 20)):
-        data += got
-    return bytes(data)
-
-
-def _send_quietly(sock: socket.socket, data: bytes) -> None:
-    with contextlib.suppress(OSError):
-        sock.sendall(data)
+    transfer = Transfer()
+    cpu, started = time.process_time(), time.monotonic()
+    with gevent.Timeout(10):  # a spinning loop still waits in gevent's hub, so this ends it (and fails)
+        body, _, server_resp = relay_in_process("http", env, hostile, tls, "urgent/u.mp3", transfer)
+    assert body == URGENT_BODY and server_resp.sent == len(URGENT_BODY) and transfer.complete
+    assert time.monotonic() - started < 5 and time.process_time() - cpu < 2
 
 
 def test_the_sender_says_when_the_client_made_it_wait():

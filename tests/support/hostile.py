@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 BLOB = os.urandom(3 * 1024 * 1024 + 12345)  # an odd size, so ranges end mid-chunk
 BLOB_SHA = hashlib.sha256(BLOB).hexdigest()
+# The urgent route's body: large enough for the relay (past http.client's buffer), an urgent byte in its middle.
+URGENT_BODY = BLOB[: 1 << 20]
 # What the smuggle route sends past its length: a whole response that must never be read as the next one.
 SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: 6\r\n\r\nforged"
 ETAG = '"blob-v1"'
@@ -109,7 +111,7 @@ class Upstream:
             "chunked-abort": self.chunked_abort, "chunked": self.chunked, "no-length": self.no_length,
             "redirect": self.redirect,
             "ignore-range": self.ignore_range, "wrong-range": self.wrong_range, "drip": self.drip,
-            "trickle": self.trickle, "smuggle": self.smuggle,
+            "trickle": self.trickle, "smuggle": self.smuggle, "urgent": self.urgent,
             "gone": self.gone, "stall-first": self.stall_first, "huge": self.huge, "multipart": self.multipart,
             "gzip": self.gzip, "header-junk": self.header_junk, "endless": self.endless, "te-and-cl": self.te_and_cl,
         }
@@ -320,6 +322,16 @@ class Upstream:
         for i in range(0, len(view), 48 * 1024):
             time.sleep(0.004)
             conn.sendall(view[i:i + 48 * 1024])
+
+    def urgent(self, conn: socket.socket, req: Request) -> None:
+        """URGENT_BODY with a TCP urgent byte (out of band, so not a body byte) sent in its middle: a reader stops
+        at the mark while poll says readable. Plain only (TLS has no urgent data of its own)."""
+        half = len(URGENT_BODY) // 2
+        conn.sendall(response_head("200 OK", {"Content-Type": "audio/mpeg", "Content-Length": str(len(URGENT_BODY))}))
+        conn.sendall(URGENT_BODY[:half])
+        time.sleep(0.05)  # the first half arrives, and is read, before the mark
+        conn.send(b"!", socket.MSG_OOB)
+        conn.sendall(URGENT_BODY[half:])
 
     def smuggle(self, conn: socket.socket, req: Request) -> None:
         """The whole blob, its last bytes and a second, forged response in one write (over TLS: one record),
