@@ -200,3 +200,25 @@ def test_a_connection_given_its_own_ca_file_beside_the_shared_context_is_refused
     conn = pooling.HTTPSConnection("127.0.0.1", upstream.port, ssl_context=shared)
     conn.connect()  # the shared context alone verifies it
     conn.close()
+
+
+def test_only_the_named_cas_are_ever_loaded_never_a_default_store(signed, env, monkeypatch):
+    """What the context trusts is loaded from the named paths and nowhere else: no system store (OpenSSL's
+    default paths or the OS's), building it or on a real connection through either session. A directory's
+    CAs are read lazily and `cert_store_stats` does not count them, so the loading calls are what is checked."""
+    ca, hashed, upstream, public = signed
+    loads: list[object] = []
+    real_load = ssl.SSLContext.load_verify_locations
+
+    def load_verify_locations(self, cafile=None, capath=None, cadata=None):
+        loads.append((cafile, capath, cadata))
+        return real_load(self, cafile, capath, cadata)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", load_verify_locations)
+    for default in ("load_default_certs", "set_default_verify_paths"):
+        monkeypatch.setattr(ssl.SSLContext, default, lambda self, *a, _name=default: loads.append(_name))
+    pooling._trust.cache_clear()  # built afresh here, not taken from an earlier test's cache
+    env(REQUESTS_CA_BUNDLE=ca, SSL_CERT_DIR=hashed)
+    assert fetch(upstream.url) == 200
+    assert fetch(public_url(public), hops_to(public)) == 200
+    assert loads == [(ca, None, None), (None, hashed, None)]
