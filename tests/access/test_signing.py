@@ -129,6 +129,28 @@ def test_tokens_are_itsdangerous_own_whatever_is_kept_between_calls(signer):
         signer.load_link(fresh(["x" * 40]).dumps(_payload(LINK)))
 
 
+def test_grants_are_itsdangerous_tokens_compressed_as_small_and_load_either_way(signer):
+    """A grant's payload is compressed with a small window (cheaper per resolve): the token is still
+    itsdangerous' format (a fresh serializer loads it), no longer than itsdangerous' own compression makes it,
+    and a grant itsdangerous made (another instance during a rolling deploy) loads here."""
+    from itsdangerous import URLSafeSerializer
+
+    from resolver.access.signing import GRANT_SALT, _payload
+
+    fresh = URLSafeSerializer(KEYS, salt=GRANT_SALT,
+                              signer_kwargs={"digest_method": hashlib.sha256, "key_derivation": "hmac"})
+    realistic = Link(source="recordings", key="RE" + "9f3a0c71e2b84d56a1c0e7f2b3d4a5c6", type="VoiceRecording",
+                     task="WT" + "0b1c2d3e4f5a69788796a5b4c3d2e1f0")
+    grant, token = signer.sign_grant(realistic, identity="supervisor.name@example.com",
+                                     worker="WK" + "c0ffee11223344556677889900aabbcc", issued_at=NOW,
+                                     expires_at=NOW + 60, realm="US" + "5e6f708192a3b4c5d6e7f8091a2b3c4d")
+    assert token.startswith(".")  # compressed: shorter than the JSON itself
+    assert fresh.loads(token) == _payload(grant)
+    theirs = fresh.dumps(_payload(grant))
+    assert len(token) <= len(theirs)
+    assert signer.load_grant(theirs, now=NOW + 1) == grant
+
+
 def test_links_that_verified_are_remembered_and_nothing_else_is(signer, monkeypatch):
     from resolver.access import signing
 
