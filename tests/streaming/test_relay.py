@@ -199,7 +199,8 @@ def serve_once(streamer: Streamer, source: Source, url: str, headers: dict, tran
                out: socket.socket, recorded: list[int] | None = None) -> tuple[int, GunicornResponse]:
     """gunicorn's handle_request in miniature: start_response, write each item, close. Returns (items, resp).
     With `recorded`, every write's length is appended to it (the socket is wrapped to see them); without, the
-    server writes to `out` itself, as gunicorn does (so a gevent socket is one the relay writes to through the socket gevent wraps)."""
+    server writes to `out` itself, as gunicorn does (a gevent socket is then one the relay writes to through
+    the socket gevent wraps)."""
 
     class Recording:
         def __init__(self, sock: socket.socket) -> None:
