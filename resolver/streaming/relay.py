@@ -15,8 +15,9 @@ socket's timeout (the send idle timeout) for the client to take any.
 Nothing is spliced (`os.splice` through a pipe, the pages never copied into the worker): it saves CPU against a
 sendfile upstream (0.34 against 0.43 s/GiB), but the client then copies pages no cache has seen, and in
 interleaved A/B runs it was the slower path on the wall clock: 1.02x-1.14x nginx `proxy_pass` against
-0.92x-1.05x for this loop from nginx's sendfile, 1.41x against 0.97x from a sender that copies (README, The body
-path). The buffer loop needs no pipe, so no per-user pipe budget caps how many streams are fast.
+0.93x-1.05x for this loop from nginx's sendfile (1.09x against 0.94x-0.95x without sendfile), 1.41x against
+0.97x from a sender that copies (README, The body path). The buffer loop needs no pipe, so no per-user pipe
+budget caps how many streams are fast.
 
 What stays the caller's: the header phase, the first chunk (read before answering, so a stall or a break is still a
 504/502), the size limit, the audit record. Anything the fast path cannot vouch for (a chunked or close-delimited
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import io
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,14 +46,24 @@ except ImportError:  # no gevent: every socket is used through its own methods
 # the upstream less often, and on loopback or in a VM a cross-CPU wakeup costs more than copying a few hundred
 # KiB: -0.03 s CPU/GiB against nginx's sendfile, A/B), 1 MiB over TLS (its cost is decryption, record by
 # record; a bigger fill only delays the first write). It starts at 64 KiB and grows once, when a fill filled
-# it and the client took the last write without waiting: a slow upstream or a slow client keeps it small.
+# it, the client took the last write without waiting and the client is fast (GROW_AFTER): a slow upstream or a
+# slow client keeps it small.
 BUF = 4 << 20
 TLS_BUF = 1 << 20
 START_BUF = 64 << 10
+# When a client is fast: it took GROW_AFTER bytes at GROW_RATE or more on average. A write that did not wait
+# says nothing alone: the kernel grows a connection's send buffer to net.ipv4.tcp_wmem's most (4 MiB by
+# default; on loopback 4.2 MiB went into a 64 KiB/s reader's connection before a send would block), and each
+# time a slow reader has drained about a third of it, lets 1.4 MiB more through without a wait (loopback, a
+# 1 MiB/s reader). Growing on such writes, 300 listeners reading at playback speed from a fast upstream held
+# 4 MiB each; they now hold 64 KiB.
+GROW_AFTER = 8 << 20
+GROW_RATE = 8 << 20  # bytes a second
 ENVIRON_KEY = "resolver.server_response"
 # readinto1 leaves http.client's read buffer empty only when asked for more than twice its size: only then
 # may the body be read from the socket directly without skipping bytes that buffer holds.
 _DIRECT_FILL_MIN = 2 * io.DEFAULT_BUFFER_SIZE + 1
+_clock = time.monotonic
 _NOT_YET = (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError)
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
@@ -124,8 +136,9 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
     if reader is None:
         raise RuntimeError("send_rest needs a urllib3 response over http.client")
     fp, up_sock = reader
-    # 300 slow listeners hold 300 x 64 KiB, not 300 x 4 MiB (bytearray zeroes every page): see BUF.
+    # 300 slow listeners hold 300 x 64 KiB, not 300 x 4 MiB (bytearray zeroes every page): see GROW_AFTER.
     buf = bytearray(min(START_BUF, remaining))
+    relayed, started = 0, _clock()
     view = memoryview(buf)
     send, counted = _sender(client.sock), client.server_response
     # http.client's reader first: it holds what came with the headers. Asked for more than twice its buffer it
@@ -152,7 +165,9 @@ def send_rest(up_raw: Any, client: Client, remaining: int, progress: Callable[[i
             progress(n)
             if remaining == 0:
                 return
-            if n == len(buf) < most and not waited:  # a fast stream: grow the buffer, once
+            relayed += n
+            if (n == len(buf) < most and not waited and relayed >= GROW_AFTER
+                    and relayed >= GROW_RATE * (_clock() - started)):  # a fast client: grow the buffer, once
                 buf = bytearray(min(most, remaining))
                 view = memoryview(buf)
             want = min(len(buf), remaining)

@@ -403,28 +403,57 @@ def test_writes_to_a_tls_client_go_through_openssl(tmp_path):
     assert bytes(received) == payload
 
 
-def test_a_fast_stream_grows_its_buffer_once_and_relays_exactly(env, hostile, tls, monkeypatch):
-    """Under gevent (the client socket gunicorn's worker hands the app), a stream whose upstream fills the start
-    buffer and whose client takes it without waiting grows the buffer: later writes are larger than START_BUF,
-    none larger than BUF (TLS_BUF over TLS). The bytes, the access log's count and the transfer are exact."""
+@pytest.fixture
+def buffers(monkeypatch):
+    """(the sizes of the buffers send_rest allocates, the length of each write it makes, in order)."""
+    made: list[int] = []
     writes: list[int] = []
     real_sender = relay._sender
+
+    def allocate(size: int) -> bytearray:
+        made.append(size)
+        return bytearray(size)
 
     def recording_sender(sock):
         send = real_sender(sock)
         return lambda view: (writes.append(len(view)), send(view))[1]
 
+    monkeypatch.setattr(relay, "bytearray", allocate, raising=False)
     monkeypatch.setattr(relay, "_sender", recording_sender)
-    for scheme, most in (("http", relay.BUF), ("https", relay.TLS_BUF)):
-        writes.clear()
-        transfer = Transfer()
-        with in_process_streamer(scheme, env, hostile, tls) as (streamer, source, base):
-            body, _, server_resp = stream_to_socketpair(streamer, source, f"{base}/ok/grow.mp3", transfer,
-                                                        gevent_client=True)
-        assert body == BLOB, scheme
-        assert server_resp.sent == SIZE and transfer.complete and transfer.bytes == SIZE, scheme
-        assert writes and writes[0] <= relay.START_BUF and max(writes) <= most, scheme
-        assert max(writes) > relay.START_BUF, f"{scheme}: the buffer never grew past the start buffer"
+    monkeypatch.setattr(relay, "GROW_AFTER", 1 << 20)  # the body is 3 MiB; a socketpair holds far less than 1
+    return made, writes
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_fast_client_grows_the_buffer_once_after_taking_grow_after_fast(scheme, env, hostile, tls, buffers):
+    """Under gevent (the client socket gunicorn's worker hands the app), a client that took GROW_AFTER bytes
+    faster than GROW_RATE gets one larger buffer (BUF, TLS_BUF over TLS); every write before that is at most
+    START_BUF. The bytes, the access log's count and the transfer are exact."""
+    made, writes = buffers
+    transfer = Transfer()
+    with in_process_streamer(scheme, env, hostile, tls) as (streamer, source, base):
+        body, _, server_resp = stream_to_socketpair(streamer, source, f"{base}/ok/grow.mp3", transfer,
+                                                    gevent_client=True)
+    assert body == BLOB and server_resp.sent == SIZE and transfer.complete and transfer.bytes == SIZE
+    most = relay.TLS_BUF if scheme == "https" else relay.BUF
+    assert len(made) == 2 and made[0] == relay.START_BUF, made  # grown once
+    assert relay.START_BUF < made[1] <= most, made
+    first_large = next(i for i, n in enumerate(writes) if n > relay.START_BUF)
+    assert sum(writes[:first_large]) >= relay.GROW_AFTER  # nothing larger before GROW_AFTER was taken
+
+
+def test_a_client_slower_than_grow_rate_keeps_the_start_buffer(env, hostile, tls, buffers, monkeypatch):
+    """The same stream, its client taking the bytes no faster than GROW_RATE (relay's clock says a second
+    passes between two looks): however many writes did not wait, the buffer never grows."""
+    made, writes = buffers
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(relay, "_clock", lambda: float(next(ticks)))
+    transfer = Transfer()
+    with in_process_streamer("http", env, hostile, tls) as (streamer, source, base):
+        body, _, server_resp = stream_to_socketpair(streamer, source, f"{base}/ok/slow.mp3", transfer,
+                                                    gevent_client=True)
+    assert body == BLOB and server_resp.sent == SIZE and transfer.complete
+    assert made == [relay.START_BUF] and max(writes) <= relay.START_BUF
 
 
 def test_urgent_data_in_a_plain_body_is_read_past_without_spinning(env, hostile, tls):
@@ -436,9 +465,11 @@ def test_urgent_data_in_a_plain_body_is_read_past_without_spinning(env, hostile,
     transfer = Transfer()
     cpu, started = time.process_time(), time.monotonic()
     with gevent.Timeout(10):  # a spinning loop still waits in gevent's hub, so this ends it (and fails)
-        body, _, server_resp = relay_in_process("http", env, hostile, tls, "urgent/u.mp3", transfer)
+        with in_process_streamer("http", env, hostile, tls) as (streamer, source, base):
+            body, _, server_resp = stream_to_socketpair(streamer, source, f"{base}/urgent/u.mp3", transfer,
+                                                        gevent_client=True)  # the socket gunicorn hands the app
     assert body == URGENT_BODY and server_resp.sent == len(URGENT_BODY) and transfer.complete
-    assert time.monotonic() - started < 5 and time.process_time() - cpu < 2
+    assert time.monotonic() - started < 5 and time.process_time() - cpu < 2  # the whole process's CPU
 
 
 def test_the_sender_says_when_the_client_made_it_wait():
