@@ -1,6 +1,7 @@
 """Ending a stream that has started, on our side: a client that takes no bytes, access that ended.
 
-`SendTimeout` gives the client socket the send idle timeout (policy.CLIENT_SEND_IDLE_TIMEOUT) for one body;
+`SendTimeout` gives the client socket the send idle timeout (policy.CLIENT_SEND_IDLE_TIMEOUT) for one body,
+and caps what the kernel queues for it (policy.CLIENT_UNSENT_MOST);
 a `Watch` (the access layer's, access/streams.py) is told of every chunk and may answer a reason to cut;
 `StreamCut` is how the body ends then. The body loops (upstream.py, encrypted.py) audit the reason.
 """
@@ -8,6 +9,7 @@ a `Watch` (the access layer's, access/streams.py) is told of every chunk and may
 from __future__ import annotations
 
 import errno
+import socket
 import time
 from typing import Any, Protocol
 
@@ -42,8 +44,9 @@ def watched(watch: Watch | None, sent: int) -> None:
 
 class SendTimeout:
     """The client socket's timeout set to policy.CLIENT_SEND_IDLE_TIMEOUT for a body, and given back after
-    (gunicorn keeps the connection for the next request). `stalled()` tells, when the server closes the body,
-    whether the last chunk handed to it had been waiting that long: its write timed out."""
+    (gunicorn keeps the connection for the next request), and its unsent bytes capped (`limit_unsent`).
+    `stalled()` tells, when the server closes the body, whether the last chunk handed to it had been waiting
+    that long: its write timed out."""
 
     def __init__(self, sock: Any) -> None:
         self.sock, self.limit, self.since = sock, policy.CLIENT_SEND_IDLE_TIMEOUT, 0.0
@@ -51,6 +54,7 @@ class SendTimeout:
         if sock is not None:
             self.before = sock.gettimeout()
             sock.settimeout(self.limit)
+            limit_unsent(sock)
 
     def before_yield(self) -> None:
         self.since = time.monotonic()
@@ -64,3 +68,21 @@ class SendTimeout:
                 self.sock.settimeout(self.before)
             except OSError:  # already closed
                 pass
+
+
+_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS
+
+
+def limit_unsent(sock: Any) -> None:
+    """At most policy.CLIENT_UNSENT_MOST bytes queued beyond those in flight on a TCP client socket: a write
+    past that waits (and lets the worker serve others) instead of the kernel taking megabytes for one slow
+    client. It stays set for the connection's next requests, which it does not slow. Anything else (a Unix
+    socket, a platform without the option) is left as it is."""
+    if _NOTSENT_LOWAT is None:
+        return
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, policy.CLIENT_UNSENT_MOST)
+    except (OSError, AttributeError):  # closed already, or not a socket we can tune
+        pass
+

@@ -26,7 +26,7 @@ import requests
 from gunicorn.config import Config
 from gunicorn.http.wsgi import Response as GunicornResponse
 
-from resolver import config
+from resolver import config, policy
 from resolver.access.signing import Signer
 from resolver.errors import UpstreamFailed
 from resolver.sources import Source
@@ -470,6 +470,45 @@ def test_urgent_data_in_a_plain_body_is_read_past_without_spinning(env, hostile,
                                                         gevent_client=True)  # the socket gunicorn hands the app
     assert body == URGENT_BODY and server_resp.sent == len(URGENT_BODY) and transfer.complete
     assert time.monotonic() - started < 5 and time.process_time() - cpu < 2  # the whole process's CPU
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """(the client's end, the server's end) of a loopback TCP connection, which buffers as real ones do."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        far = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    return far, ours
+
+
+def test_a_client_reading_nothing_yet_has_little_queued_and_the_worker_moves_on(env, hostile, tls):
+    """A body's TCP client socket queues at most policy.CLIENT_UNSENT_MOST beyond what is in flight: a client
+    that reads nothing for half a second has well under a megabyte of the 3 MiB body taken for it (the kernel
+    alone would take all of it: its send buffer grows to 4 MiB), so the write waits and the worker serves
+    others. Then it reads, and the whole body arrives."""
+    far, ours = tcp_pair()
+    transfer = Transfer()
+    queued: list[int] = []
+    got: list[bytes] = []
+
+    def late_reader() -> None:
+        time.sleep(0.5)
+        queued.append(transfer.bytes)
+        got.append(read_all(far))
+
+    reader = threading.Thread(target=late_reader)
+    reader.start()
+    try:
+        with in_process_streamer("http", env, hostile, tls) as (streamer, source, base):
+            serve_once(streamer, source, f"{base}/ok/late.mp3", {}, transfer, ours)
+        unsent = ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+    finally:
+        ours.shutdown(socket.SHUT_WR)
+        reader.join(20)
+        ours.close()
+        far.close()
+    assert queued[0] < 1 << 20, f"{queued[0]} bytes taken for a client that read nothing"
+    assert unsent == policy.CLIENT_UNSENT_MOST
+    assert got[0].partition(b"\r\n\r\n")[2] == BLOB and transfer.complete
 
 
 def test_the_sender_says_when_the_client_made_it_wait():
