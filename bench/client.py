@@ -244,6 +244,38 @@ async def afetch(url: str, method: str = "GET", headers: dict[str, str] | None =
     return out
 
 
+async def apaced(url: str, rate: int, seconds: float, piece: int = 8192) -> Response:
+    """A player at playback speed: `piece` bytes every piece/rate seconds for `seconds`, then it hangs up (the
+    body may be far longer). The stream buffers at most a few pieces, so the kernel's receive buffer stays
+    small and the server sees a slow reader, whatever its upstream's pace. Times include connect."""
+    parts = urlsplit(url)
+    out = Response()
+    t0 = time.perf_counter()
+    reader, writer = await asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 80, limit=piece)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        writer.write(request_bytes("GET", f"{parts.hostname}:{parts.port}", path, None, None, True))
+        head = await reader.readuntil(b"\r\n\r\n")
+        out.ttfb = time.perf_counter() - t0
+        out.status, out.headers = parse_head(head[:-4])
+        while time.perf_counter() - t0 < seconds:
+            data = await reader.read(piece)
+            if not data:
+                break
+            if not out.first_body:
+                out.first_body = time.perf_counter() - t0
+            out.received += len(data)
+            await asyncio.sleep(len(data) / rate)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+    out.wall = time.perf_counter() - t0
+    return out
+
+
 @dataclass
 class LoadResult:
     requests: int

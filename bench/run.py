@@ -44,7 +44,7 @@ SCENARIOS = {
 def repetitions(reps: int) -> dict[str, str]:
     """How many repetitions (or windows) each measure takes for `--reps reps`: some take at least a floor."""
     return {"memory": str(reps), "throughput": str(max(reps, throughput.MIN_REPS)),
-            "listeners and seek": str(max(reps, scenarios.MIN_REPS)),
+            "listeners and seek": str(max(reps, scenarios.MIN_REPS)), "players": str(max(reps, 3)),
             "encrypted and s3": str(max(reps, encrypted.MIN_REPS, s3.MIN_REPS)),
             "resolve": f"{2 * reps} paired windows"}
 

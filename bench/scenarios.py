@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from . import procs
-from .client import Response, afetch, fetch, load
+from .client import Response, afetch, apaced, fetch, load
 from .report import Report
 from .stack import Stack
 from .upstream import expected
@@ -126,6 +126,56 @@ def bench_concurrency(stack: Stack, report: Report, reps: int, n: int = 300, sec
     for label, source, upstream_url, where, plotted in upstreams:
         _listeners_from(stack, report, reps, n, size, label, source, upstream_url, where, plotted,
                         timeout=seconds * 6)
+    _players(stack, report, reps, n)
+
+
+def _players(stack: Stack, report: Report, reps: int, n: int, seconds: float = 6.0, size: int = 256 * MiB) -> None:
+    """Rows 3p.: the same number of listeners, but the upstream is fast and the players read at the Stack's
+    rate (a long recording played from an object store): each stream's sender is far ahead of its reader for
+    as long as it runs. The p99 first byte, and the resolver's RSS, which must not hold a large buffer for a
+    reader at playback speed (resolver/streaming/relay.py, GROW_AFTER). The players hang up after `seconds`."""
+    key = f"{size}.mp3"
+    link = stack.links("bench", [key])[0]
+    idle_rss = sum(procs.rss_kib(p) for p in [stack.master, *stack.workers()]) / 1024
+    runs = []
+    for i in range(max(reps, 3)):
+        grants = [stack.resolve(stack.ops_token, link) for _ in range(n)]
+        run = {side: _play(urls, stack, seconds) for side, urls in
+               (("direct", [f"{stack.upstream_url}/media/{key}"] * n), ("proxied", grants))}
+        say(f"  3p. {n} players rep {i + 1}: served {run['proxied']['served']}/{n}, errors "
+            f"{run['proxied']['errors']}, p99 first byte {run['proxied']['ttfb_p99_ms']:.0f} ms (direct "
+            f"{run['direct']['ttfb_p99_ms']:.0f} ms), total RSS {run['proxied']['total_rss_mib']:.0f} MiB")
+        runs.append(run)
+    report.details["3p. players"] = {"players": n, "seconds": seconds, "bytes_each": size, "rate": stack.rate,
+                                     "idle_rss_mib": idle_rss, "runs": runs}
+    served = min(r["proxied"]["served"] for r in runs)
+    errors = sum(sum(r["proxied"]["errors"].values()) for r in runs)
+    p99 = median([r["proxied"]["ttfb_p99_ms"] for r in runs])
+    d99 = median([r["direct"]["ttfb_p99_ms"] for r in runs])
+    rss = median([r["proxied"]["total_rss_mib"] for r in runs])
+    where = f"{n} players reading {stack.rate // 1024} KiB/s from a fast upstream for {seconds:.0f} s"
+    report.add(f"3p. {where}: p99 time to first media byte (median of {len(runs)} runs)", f"{d99:.0f} ms",
+               f"{p99:.0f} ms, {served}/{n} served (worst run), {errors} errors", f"{p99 / d99:.1f}x direct"
+               if d99 else "", "< 500 ms, all served", p99 < 500 and served == n and errors == 0)
+    report.add(f"3p. {where}: total RSS of gunicorn", f"{idle_rss:.0f} MiB idle", f"{rss:.0f} MiB peak",
+               f"{rss:.0f} MiB", "< 600 MiB", rss < 600)
+
+
+def _play(urls: list[str], stack: Stack, seconds: float) -> dict:
+    async def all_of() -> list[Response | BaseException]:
+        return await asyncio.gather(*(asyncio.wait_for(apaced(u, stack.rate, seconds), seconds * 6) for u in urls),
+                                    return_exceptions=True)
+
+    with procs.Sampler(stack.master, interval=0.1) as sampler:
+        results = asyncio.run(all_of())
+    ok = [r for r in results if isinstance(r, Response) and r.status == 200 and r.received > 0]
+    errors: dict[str, int] = {}
+    for r in results:
+        if r not in ok:
+            name = type(r).__name__ if isinstance(r, BaseException) else f"HTTP {r.status} ({r.received} bytes)"
+            errors[name] = errors.get(name, 0) + 1
+    return {"served": len(ok), "errors": errors, "ttfb_p99_ms": percentile([r.first_body for r in ok], 99) * 1000,
+            "received_mib": sum(r.received for r in ok) / MiB, "total_rss_mib": sampler.peak_total / 1024}
 
 
 def _listeners_from(stack: Stack, report: Report, reps: int, n: int, size: int, label: str, source: str,
