@@ -148,11 +148,7 @@ def _players(stack: Stack, report: Report, reps: int, n: int, seconds: float = 6
         runs.append(run)
     report.details["3p. players"] = {"players": n, "seconds": seconds, "bytes_each": size, "rate": stack.rate,
                                      "idle_rss_mib": idle_rss, "runs": runs}
-    served = min(r["proxied"]["served"] for r in runs)
-    errors = sum(sum(r["proxied"]["errors"].values()) for r in runs)
-    p99 = median([r["proxied"]["ttfb_p99_ms"] for r in runs])
-    d99 = median([r["direct"]["ttfb_p99_ms"] for r in runs])
-    rss = median([r["proxied"]["total_rss_mib"] for r in runs])
+    served, errors, p99, d99, rss = _summary(runs, "served")
     where = f"{n} players reading {stack.rate // 1024} KiB/s from a fast upstream for {seconds:.0f} s"
     report.add(f"3p. {where}: p99 time to first media byte (median of {len(runs)} runs)", f"{d99:.0f} ms",
                f"{p99:.0f} ms, {served}/{n} served (worst run), {errors} errors", f"{p99 / d99:.1f}x direct"
@@ -200,11 +196,7 @@ def _listeners_from(stack: Stack, report: Report, reps: int, n: int, size: int, 
             r[side] = {k: v for k, v in r[side].items() if k != "first_body_s"}
     report.details[f"{label} concurrency"] = {"listeners": n, "bytes_each": size, "idle_rss_mib": idle_rss,
                                               "upstream": upstream_url, "runs": runs}
-    completed = min(r["proxied"]["completed"] for r in runs)
-    errors = sum(sum(r["proxied"]["errors"].values()) for r in runs)
-    p99 = median([r["proxied"]["ttfb_p99_ms"] for r in runs])
-    d99 = median([r["direct"]["ttfb_p99_ms"] for r in runs])
-    rss = median([r["proxied"]["total_rss_mib"] for r in runs])
+    completed, errors, p99, d99, rss = _summary(runs, "completed")
     report.add(f"{label} {n} listeners at {stack.rate // 1024} KiB/s{where}: completed", f"{n}/{n} direct",
                f"{completed}/{n} (worst run)", f"{errors} errors", "all, 0 errors",
                completed == n and errors == 0)
@@ -214,6 +206,14 @@ def _listeners_from(stack: Stack, report: Report, reps: int, n: int, size: int, 
                f"{p99 / d99:.1f}x direct" if d99 else "", "< 500 ms", p99 < 500)
     report.add(f"{label} {n} listeners{where}: total RSS of gunicorn", f"{idle_rss:.0f} MiB idle",
                f"{rss:.0f} MiB peak", f"{rss:.0f} MiB", "< 600 MiB", rss < 600)
+
+
+def _summary(runs: list[dict], done: str) -> tuple[int, int, float, float, float]:
+    """Over the runs of measure 3 or 3p.: the fewest streams `done` in a run, all errors, the median p99
+    first byte through the resolver and direct, the median peak RSS."""
+    return (min(r["proxied"][done] for r in runs), sum(sum(r["proxied"]["errors"].values()) for r in runs),
+            median([r["proxied"]["ttfb_p99_ms"] for r in runs]), median([r["direct"]["ttfb_p99_ms"] for r in runs]),
+            median([r["proxied"]["total_rss_mib"] for r in runs]))
 
 
 # -- 4. resolve ------------------------------------------------------------------------------------------
