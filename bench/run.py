@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     with Stack(store=args.store, keep_tmp=args.keep_tmp,
                recording_bytes=ENCRYPTED_SIZE if "6" in args.only else 0,
                s3_bytes=S3_SIZE if "7" in args.only else 0,
-               nginx_upstream_bytes=THROUGHPUT_SIZE if "1" in args.only else 0,
+               nginx_upstream_bytes=THROUGHPUT_SIZE if "1" in args.only or "3" in args.only else 0,
                nginx_slow_bytes=LISTENER_SIZE if "3" in args.only else 0) as stack:
         workers = len(stack.workers())
         say(f"resolver on {stack.url} ({workers} workers), upstream on {stack.upstream_url}, temp {stack.tmp}")

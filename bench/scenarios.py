@@ -129,32 +129,40 @@ def bench_concurrency(stack: Stack, report: Report, reps: int, n: int = 300, sec
     _players(stack, report, reps, n)
 
 
-def _players(stack: Stack, report: Report, reps: int, n: int, seconds: float = 6.0, size: int = 256 * MiB) -> None:
-    """Rows 3p.: the same number of listeners, but the upstream is fast and the players read at the Stack's
-    rate (a long recording played from an object store): each stream's sender is far ahead of its reader for
-    as long as it runs. The p99 first byte, and the resolver's RSS, which must not hold a large buffer for a
-    reader at playback speed (resolver/streaming/relay.py, GROW_AFTER). The players hang up after `seconds`."""
-    key = f"{size}.mp3"
-    link = stack.links("bench", [key])[0]
-    idle_rss = sum(procs.rss_kib(p) for p in [stack.master, *stack.workers()]) / 1024
-    runs = []
-    for i in range(max(reps, 3)):
-        grants = [stack.resolve(stack.ops_token, link) for _ in range(n)]
-        run = {side: _play(urls, stack, seconds) for side, urls in
-               (("direct", [f"{stack.upstream_url}/media/{key}"] * n), ("proxied", grants))}
-        say(f"  3p. {n} players rep {i + 1}: served {run['proxied']['served']}/{n}, errors "
-            f"{run['proxied']['errors']}, p99 first byte {run['proxied']['ttfb_p99_ms']:.0f} ms (direct "
-            f"{run['direct']['ttfb_p99_ms']:.0f} ms), total RSS {run['proxied']['total_rss_mib']:.0f} MiB")
-        runs.append(run)
-    report.details["3p. players"] = {"players": n, "seconds": seconds, "bytes_each": size, "rate": stack.rate,
-                                     "idle_rss_mib": idle_rss, "runs": runs}
-    served, errors, p99, d99, rss = _summary(runs, "served")
-    where = f"{n} players reading {stack.rate // 1024} KiB/s from a fast upstream for {seconds:.0f} s"
-    report.add(f"3p. {where}: p99 time to first media byte (median of {len(runs)} runs)", f"{d99:.0f} ms",
-               f"{p99:.0f} ms, {served}/{n} served (worst run), {errors} errors", f"{p99 / d99:.1f}x direct"
-               if d99 else "", "< 500 ms, all served", p99 < 500 and served == n and errors == 0)
-    report.add(f"3p. {where}: total RSS of gunicorn", f"{idle_rss:.0f} MiB idle", f"{rss:.0f} MiB peak",
-               f"{rss:.0f} MiB", "< 600 MiB", rss < 600)
+def _players(stack: Stack, report: Report, reps: int, n: int, seconds: float = 6.0) -> None:
+    """Rows 3p. (the Python upstream) and 3pn. (nginx's sendfile, when the stack has its large file): the same
+    number of listeners, but the upstream is fast and the players read at the Stack's rate (a long recording
+    played from an object store), so each stream's sender is far ahead of its reader for as long as it runs.
+    The p99 first byte, and the resolver's RSS, which must not hold a large buffer for a reader at playback
+    speed (resolver/streaming/relay.py, GROW_AFTER). The players hang up after `seconds`."""
+    size = 256 * MiB
+    upstreams = [("3p.", "bench", f"{stack.upstream_url}/media/{size}.mp3", f"{size}.mp3", "")]
+    if stack.ngx_url and stack.nginx_upstream_bytes:
+        key = f"{stack.nginx_upstream_bytes}.mp3"
+        upstreams.append(("3pn.", "ngx", f"{stack.ngx_url}/media/{key}", key, " (nginx upstream)"))
+    else:
+        say("  3pn. skipped: nginx is not installed (apt-get install nginx), or the stack has no large file")
+    for label, source, direct, key, upstream in upstreams:
+        link = stack.links(source, [key])[0]
+        idle_rss = sum(procs.rss_kib(p) for p in [stack.master, *stack.workers()]) / 1024
+        runs = []
+        for i in range(max(reps, 3)):
+            grants = [stack.resolve(stack.ops_token, link) for _ in range(n)]
+            run = {side: _play(urls, stack, seconds) for side, urls in (("direct", [direct] * n), ("proxied", grants))}
+            say(f"  {label} {n} players rep {i + 1}: served {run['proxied']['served']}/{n}, errors "
+                f"{run['proxied']['errors']}, p99 first byte {run['proxied']['ttfb_p99_ms']:.0f} ms (direct "
+                f"{run['direct']['ttfb_p99_ms']:.0f} ms), total RSS {run['proxied']['total_rss_mib']:.0f} MiB")
+            runs.append(run)
+        report.details[f"{label} players"] = {"players": n, "seconds": seconds, "upstream": direct,
+                                              "rate": stack.rate, "idle_rss_mib": idle_rss, "runs": runs}
+        served, errors, p99, d99, rss = _summary(runs, "served")
+        where = f"{n} players reading {stack.rate // 1024} KiB/s from a fast upstream for {seconds:.0f} s{upstream}"
+        report.add(f"{label} {where}: p99 time to first media byte (median of {len(runs)} runs)", f"{d99:.0f} ms",
+                   f"{p99:.0f} ms, {served}/{n} served (worst run), {errors} errors",
+                   f"{p99 / d99:.1f}x direct" if d99 else "", "< 500 ms, all served",
+                   p99 < 500 and served == n and errors == 0)
+        report.add(f"{label} {where}: total RSS of gunicorn", f"{idle_rss:.0f} MiB idle", f"{rss:.0f} MiB peak",
+                   f"{rss:.0f} MiB", "< 600 MiB", rss < 600)
 
 
 def _play(urls: list[str], stack: Stack, seconds: float) -> dict:

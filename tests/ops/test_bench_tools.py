@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench import procs
-from bench.client import BodyReader, afetch, fetch
+from bench.client import BodyReader, afetch, apaced, fetch
 from bench.stack import ROOT
 from bench.upstream import expected, parse_range
 
@@ -93,6 +93,14 @@ def test_slow_upstream_paces_and_sends_the_first_bytes_at_once(upstream: tuple[s
     resp = asyncio.run(afetch(f"{url}/slow/{32 * 1024}.mp3"))
     assert resp.received == 32 * 1024
     assert resp.first_body < 0.2 and 0.3 < resp.wall < 1.5  # 32 KiB at 64 KiB/s: about half a second
+
+
+def test_a_player_reads_at_its_rate_and_hangs_up_after_its_time(upstream: tuple[str, int]) -> None:
+    """Measure 3p.'s client: from a fast upstream it takes about rate x seconds, not the whole body."""
+    url, _ = upstream
+    resp = asyncio.run(apaced(f"{url}/media/{SIZE}.mp3", rate=64 * 1024, seconds=0.5))
+    assert resp.status == 200 and resp.first_body < 0.2 and resp.wall < 1.5
+    assert 16 * 1024 <= resp.received <= 64 * 1024  # about 32 KiB in half a second at 64 KiB/s; never 3 MiB
 
 
 def test_process_readings(upstream: tuple[str, int]) -> None:
