@@ -42,7 +42,7 @@ from ..store import Store, StoreError
 from . import decrypt, relay
 from .cuts import SendTimeout, StreamCut, Watch, watched
 from .http_range import ByteRange, Unsatisfiable, content_range, entity_length, parse_range
-from .upstream import StreamAborted, Transfer, Upstream, _arrived, content_disposition, forwarded_headers
+from .upstream import Reads, StreamAborted, Transfer, Upstream, _arrived, content_disposition, forwarded_headers
 
 log = logging.getLogger("resolver.encrypted")
 
@@ -260,12 +260,13 @@ class EncryptedRecordings:
                 up.close()
                 transfer.complete = True
                 return Response(status=status, headers=headers, content_type=content_type)
-            arrived = _arrived(up)
+            reads = Reads()
+            arrived = _arrived(up, reads)
             chunks = itertools.chain([self.upstream._first(source, arrived)], arrived)
         except BaseException:
             up.close()
             raise
-        body = self._body(source, up, chunks, key, p, transfer, recording, *sending)
+        body = self._body(source, up, chunks, key, p, transfer, recording, *sending, reads=reads)
         resp = Response(body, status=status, headers=headers, content_type=content_type)
         resp.call_on_close(up.close)
         return resp
@@ -289,6 +290,7 @@ class EncryptedRecordings:
     def _body(
         self, source: Source, up: requests.Response, chunks: Iterator[bytes], key: decrypt.ContentKey,
         p: decrypt.Plan, transfer: Transfer, recording: str, sock: object = None, watch: Watch | None = None,
+        reads: Reads | None = None,
     ) -> Iterator[bytes]:
         pieces = decrypt.decrypted(chunks, key, p)
         if p.whole:
@@ -302,6 +304,8 @@ class EncryptedRecordings:
                 watched(watch, len(piece))
                 sending.before_yield()
                 yield piece
+                if reads is not None:
+                    reads.sent(sent)
             transfer.complete = sent == p.size
             if p.whole and transfer.complete:
                 self.failed.clear(source, recording)  # verified whole: its ranges may be served again

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import quote
@@ -119,12 +119,28 @@ def forwarded_headers(client_headers: Mapping[str, str], asked: ByteRange | None
     return headers
 
 
-def _arrived(up: requests.Response) -> Iterator[bytes]:
+def _arrived(up: requests.Response, reads: Reads | None = None) -> Iterator[bytes]:
     """The body as it arrives. Not raw.stream(CHUNK), which waits until CHUNK bytes are in: a slow upstream's
     first bytes would reach the listener only after 256 KiB (4 s at 64 KiB/s). read1 passes on whatever has
-    arrived, up to CHUNK; a body cut short still raises (urllib3 enforces Content-Length)."""
-    while chunk := up.raw.read1(CHUNK, decode_content=False):
+    arrived, up to CHUNK (or what `reads` allows); a body cut short still raises (urllib3 enforces
+    Content-Length)."""
+    while chunk := up.raw.read1(reads.size if reads is not None else CHUNK, decode_content=False):
         yield chunk
+
+
+class Reads:
+    """How much one read of a body that goes through the WSGI loop may take: CHUNK, and STREAM_FAST_CHUNK once
+    the client has shown it is fast, by the relay's rule (relay.GROW_AFTER bytes at relay.GROW_RATE)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.size, self.clock = CHUNK, clock
+        self.started = clock()
+
+    def sent(self, total: int) -> None:
+        """`total` bytes of the body have gone to the client."""
+        if self.size == CHUNK and total >= relay.GROW_AFTER and (
+                total >= relay.GROW_RATE * (self.clock() - self.started)):
+            self.size = policy.STREAM_FAST_CHUNK
 
 
 class Upstream:

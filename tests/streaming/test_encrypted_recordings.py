@@ -61,6 +61,38 @@ def media_ranges(twilio, sid: str) -> list[str | None]:
     return [r["range"] for r in twilio.media_requests if r["path"].endswith(f"/{sid}.wav")]
 
 
+def test_reads_grow_only_for_a_client_that_took_grow_after_fast():
+    """An encrypted body's reads (read1's most): STREAM_CHUNK, and STREAM_FAST_CHUNK once the client took
+    relay.GROW_AFTER bytes at relay.GROW_RATE or more; never for a slow one."""
+    from resolver import policy
+    from resolver.streaming import relay
+    from resolver.streaming.upstream import Reads
+
+    now = [0.0]
+    fast = Reads(clock=lambda: now[0])
+    fast.sent(relay.GROW_AFTER - 1)
+    assert fast.size == policy.STREAM_CHUNK
+    now[0] = 0.5  # 8 MiB in half a second
+    fast.sent(relay.GROW_AFTER)
+    assert fast.size == policy.STREAM_FAST_CHUNK
+    slow = Reads(clock=lambda: now[0])
+    now[0] += 60.0  # 8 MiB in a minute: a player
+    slow.sent(relay.GROW_AFTER)
+    assert slow.size == policy.STREAM_CHUNK
+
+
+def test_an_encrypted_body_tells_its_reads_what_the_client_took(client, grant, monkeypatch):
+    from resolver.streaming import upstream
+
+    told: list[int] = []
+    real = upstream.Reads.sent
+    monkeypatch.setattr(upstream.Reads, "sent", lambda self, total: (told.append(total), real(self, total))[1])
+    resp = client.get(grant(ENCRYPTED))
+    assert resp.data == PLAINTEXT
+    resp.close()
+    assert told and told[-1] == SIZE and told == sorted(told)
+
+
 # --- the player sees an ordinary recording ----------------------------------------------------------------------
 def test_full_get_is_the_plaintext(client, grant, enc_env):
     resp = client.get(grant(ENCRYPTED))
