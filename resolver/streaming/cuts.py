@@ -85,4 +85,3 @@ def limit_unsent(sock: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, policy.CLIENT_UNSENT_MOST)
     except (OSError, AttributeError):  # closed already, or not a socket we can tune
         pass
-

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import quote
@@ -130,16 +130,14 @@ def _arrived(up: requests.Response, reads: Reads | None = None) -> Iterator[byte
 
 class Reads:
     """How much one read of a body that goes through the WSGI loop may take: CHUNK, and STREAM_FAST_CHUNK once
-    the client has shown it is fast, by the relay's rule (relay.GROW_AFTER bytes at relay.GROW_RATE)."""
+    the client has shown it is fast, by the relay's rule (relay.proved_fast)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.size, self.clock = CHUNK, clock
-        self.started = clock()
+    def __init__(self) -> None:
+        self.size, self.started = CHUNK, relay._clock()
 
     def sent(self, total: int) -> None:
         """`total` bytes of the body have gone to the client."""
-        if self.size == CHUNK and total >= relay.GROW_AFTER and (
-                total >= relay.GROW_RATE * (self.clock() - self.started)):
+        if self.size == CHUNK and relay.proved_fast(total, self.started):
             self.size = policy.STREAM_FAST_CHUNK
 
 

@@ -61,7 +61,7 @@ def media_ranges(twilio, sid: str) -> list[str | None]:
     return [r["range"] for r in twilio.media_requests if r["path"].endswith(f"/{sid}.wav")]
 
 
-def test_reads_grow_only_for_a_client_that_took_grow_after_fast():
+def test_reads_grow_only_for_a_client_that_took_grow_after_fast(monkeypatch):
     """An encrypted body's reads (read1's most): STREAM_CHUNK, and STREAM_FAST_CHUNK once the client took
     relay.GROW_AFTER bytes at relay.GROW_RATE or more; never for a slow one."""
     from resolver import policy
@@ -69,13 +69,14 @@ def test_reads_grow_only_for_a_client_that_took_grow_after_fast():
     from resolver.streaming.upstream import Reads
 
     now = [0.0]
-    fast = Reads(clock=lambda: now[0])
+    monkeypatch.setattr(relay, "_clock", lambda: now[0])
+    fast = Reads()
     fast.sent(relay.GROW_AFTER - 1)
     assert fast.size == policy.STREAM_CHUNK
     now[0] = 0.5  # 8 MiB in half a second
     fast.sent(relay.GROW_AFTER)
     assert fast.size == policy.STREAM_FAST_CHUNK
-    slow = Reads(clock=lambda: now[0])
+    slow = Reads()
     now[0] += 60.0  # 8 MiB in a minute: a player
     slow.sent(relay.GROW_AFTER)
     assert slow.size == policy.STREAM_CHUNK
